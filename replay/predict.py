@@ -1,0 +1,164 @@
+"""The infer stage: load a run's model, heads and gate, predict texts, compare with full depth."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from backbone.heads import ExitHeads
+from features import FeatureCache
+from gates import exits_from_scores, load_gate
+
+from .infer import InferOptions, Predictions, run_early_exit, run_full_depth, warm_up
+from .prepare import load_data, load_run_backbone
+from .rundir import RunDir
+from .simulate import check_gate_matches
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class InferReport:
+    """What `infer` measured; every speed figure here is measured wall-clock time."""
+
+    examples: int
+    gate: str
+    average_exit_layer: float
+    num_layers: int
+    early_exit_seconds: float
+    examples_per_second: float
+    accuracy: float | None = None
+    full_depth_seconds: float | None = None
+    full_depth_accuracy: float | None = None
+    wall_clock_speedup: float | None = None
+    agreement_with_full: float | None = None
+    simulate_exit_agreement: float | None = None
+    simulate_label_agreement: float | None = None
+    truncated: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def read_texts(input_path: str | None, texts: list[str]) -> list[str]:
+    """Collect texts from --text values and an --input file ('-' reads stdin), one text per line."""
+    collected = list(texts)
+    if input_path is not None:
+        if input_path == "-":
+            raw = sys.stdin.buffer.read()
+            source = "standard input"
+        else:
+            path = Path(input_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"--input {path} does not exist; give a text file with one text per line, or '-' for stdin")
+            raw = path.read_bytes()
+            source = str(path)
+        try:
+            lines = raw.decode("utf-8").splitlines()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{source} is not UTF-8 (byte {error.start}); convert it, e.g. `iconv -t utf-8`") from None
+        collected.extend(lines)
+    kept = [t for t in collected if t.strip()]
+    if len(kept) < len(collected):
+        logger.warning("skipped %d empty lines", len(collected) - len(kept))
+    if not kept:
+        raise ValueError("no texts to classify; pass --text, --input FILE, or --split test")
+    return kept
+
+
+def load_inference(run: RunDir, gate_name: str, device: str):
+    config = run.load_config()
+    backbone = load_run_backbone(run, config, device)
+    heads = ExitHeads.from_pretrained(run.require(run.heads_dir, "finetune")).to(device)
+    gate = load_gate(run.require(run.gate_path(gate_name), f"train-gates --kind {gate_name}"))
+    return config, backbone, heads, gate
+
+
+def simulated_exits(run: RunDir, config, gate, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exit index and label that simulate gives each example of `split`, in split order."""
+    cache = FeatureCache.open(run.require(run.cache_path(config.cache_format), "extract"))
+    check_gate_matches(gate, cache, "gate")
+    features = cache.read(split)
+    index = exits_from_scores(gate.scores(features.logits, features.hidden), gate.threshold_)
+    labels = features.logits[np.arange(len(index)), index].argmax(-1)
+    exit_by_example = np.empty(n, dtype=np.int64)
+    label_by_example = np.empty(n, dtype=np.int64)
+    # Cache rows are sorted by token length; `order` maps each row to its example.
+    exit_by_example[features.order] = index
+    label_by_example[features.order] = labels
+    return exit_by_example, label_by_example
+
+
+def run_infer(
+    run: RunDir,
+    *,
+    texts: list[str] | None = None,
+    split: str | None = None,
+    gate_name: str = "mlp",
+    options: InferOptions | None = None,
+    compare_full: bool = False,
+    output: str | None = None,
+    device: str = "cpu",
+) -> tuple[InferReport, Predictions, list[str]]:
+    """Classify texts (or a split of the run's dataset) with real early exit."""
+    options = options or InferOptions()
+    config, backbone, heads, gate = load_inference(run, gate_name, device)
+    gold = None
+    if split is not None:
+        data = load_data(config).split(split)
+        texts, gold = data.texts, data.labels
+    label_names = heads.meta.get("label_names") or [str(k) for k in range(heads.num_classes)]
+
+    if compare_full:
+        warm_up(backbone, heads, gate, texts, options)
+    predictions, timing = run_early_exit(backbone, heads, gate, texts, options)
+    report = InferReport(
+        examples=len(texts),
+        gate=gate_name,
+        average_exit_layer=float(predictions.exit_layer.mean()),
+        num_layers=backbone.num_layers,
+        early_exit_seconds=timing.seconds,
+        examples_per_second=timing.examples_per_second,
+        truncated=predictions.truncated,
+    )
+    if gold is not None:
+        report.accuracy = float((predictions.labels == gold).mean())
+        simulated_exit, simulated_label = simulated_exits(run, config, gate, split, len(texts))
+        report.simulate_exit_agreement = float((simulated_exit == predictions.exit_index).mean())
+        report.simulate_label_agreement = float((simulated_label == predictions.labels).mean())
+
+    if compare_full:
+        full, full_timing = run_full_depth(backbone, heads, texts, options)
+        report.full_depth_seconds = full_timing.seconds
+        report.wall_clock_speedup = full_timing.seconds / timing.seconds
+        report.agreement_with_full = float((full.labels == predictions.labels).mean())
+        if gold is not None:
+            report.full_depth_accuracy = float((full.labels == gold).mean())
+
+    if output is not None:
+        write_jsonl(Path(output), predictions, label_names)
+    return report, predictions, label_names
+
+
+def prediction_rows(predictions: Predictions, label_names: list[str]):
+    for i in range(len(predictions.labels)):
+        yield {
+            "index": i,
+            "label": label_names[int(predictions.labels[i])],
+            "probability": round(float(predictions.probabilities[i]), 6),
+            "exit_layer": int(predictions.exit_layer[i]),
+        }
+
+
+def write_jsonl(path: Path, predictions: Predictions, label_names: list[str]) -> None:
+    """Write one JSON object per text to a temporary name, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in prediction_rows(predictions, label_names):
+            handle.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
