@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 
 import click
@@ -61,6 +62,7 @@ def run_options(command):
         click.option("--exit-every", type=click.IntRange(min=1), default=None, help="Put an exit every K layers (and at the last layer)."),
         click.option("--text-column", default=None, help="Text column of a local data file (default: text)."),
         click.option("--label-column", default=None, help="Label column of a local data file (default: label)."),
+        click.option("--empty", type=click.Choice(["skip", "error"]), default=None, help="Empty or whitespace-only texts: skip them with a count, or stop with an error naming the rows (default skip)."),
         click.option("--max-length", type=click.IntRange(min=2), default=None, help="Truncate texts to this many tokens (default 256)."),
         click.option("--seed", type=int, default=None, help="Seed of the data split and of training (default 0)."),
         click.option("--format", "cache_format", type=click.Choice(["zarr", "hdf5"]), default=None, help="Feature cache format (default zarr)."),
@@ -84,6 +86,7 @@ def build_config(run, kwargs: dict, **overrides):
         "limit": kwargs.get("limit"),
         "text_column": kwargs.get("text_column"),
         "label_column": kwargs.get("label_column"),
+        "empty": kwargs.get("empty"),
         "max_length": kwargs.get("max_length"),
         "seed": kwargs.get("seed"),
         "cache_format": kwargs.get("cache_format"),
@@ -111,12 +114,14 @@ def build_config(run, kwargs: dict, **overrides):
 @click.option("--lr", type=float, default=None, help="Learning rate (default 2e-3 for frozen heads, 1e-5 for the backbone).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Training batch size in examples (default 64 frozen, 16 joint).")
 @click.option("--exit-weights", default=None, help="Per-exit loss weights with --train-backbone, comma-separated (default: proportional to depth).")
+@click.option("--resume", is_flag=True, help="Continue interrupted training: --train-backbone from the checkpoint of the last finished epoch (frozen heads always continue an interrupted extraction).")
 @handle_errors
 def finetune(**kwargs) -> None:
     """Train exit heads on the frozen backbone from the cache (extracting train and validation
     first when missing), or with --train-backbone fine-tune model and heads jointly."""
     from backbone.finetune import JointTrainingConfig
     from backbone.train_heads import HeadTrainingConfig
+    from replay.diskfull import disk_full_errors
     from replay.prepare import ExtractOptions, run_finetune
     from replay.rundir import RunDir
 
@@ -132,7 +137,8 @@ def finetune(**kwargs) -> None:
         )
     else:
         training = HeadTrainingConfig(epochs=kwargs["epochs"] or 40, lr=kwargs["lr"] or 2e-3, batch_size=kwargs["batch_size"] or 64)
-    summary = run_finetune(run, config, ExtractOptions(device=kwargs["device"]), training)
+    with disk_full_errors(f"python cli.py finetune --run-dir {run.root}"):
+        summary = run_finetune(run, config, ExtractOptions(device=kwargs["device"]), training, resume=kwargs["resume"])
     click.echo("validation accuracy per exit:")
     for layer, accuracy in zip(summary["exits"], summary["validation_accuracy"]):
         click.echo(f"  layer {layer:>3}: {accuracy:.4f}")
@@ -152,7 +158,8 @@ def finetune(**kwargs) -> None:
 @handle_errors
 def extract(**kwargs) -> None:
     """Write the feature cache (pooled states and exit logits) for every split."""
-    from data import parse_verbalizer_option
+    from data import default_verbalizers, parse_verbalizer_option
+    from replay.diskfull import disk_full_errors
     from replay.prepare import ExtractOptions, run_extract
     from replay.rundir import RunDir
 
@@ -167,16 +174,26 @@ def extract(**kwargs) -> None:
         from data import load_splits
 
         label_names = load_splits(config.dataset, limit=1, seed=config.seed, text_column=config.text_column, label_column=config.label_column).label_names
-        config.verbalizers = parse_verbalizer_option(list(kwargs["verbalizer"]), label_names)
+        # Labels without a --verbalizer keep the dataset's default words.
+        config.verbalizers = {**default_verbalizers(config.dataset, label_names), **parse_verbalizer_option(list(kwargs["verbalizer"]), label_names)}
+    shard_index, num_shards, device = kwargs["shard_index"], kwargs["num_shards"], kwargs["device"]
+    if num_shards == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Launched by torchrun (or accelerate launch): one shard per process, one GPU per local rank.
+        shard_index, num_shards = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        if device == "cuda":
+            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    if shard_index >= num_shards:
+        raise click.BadParameter(f"{shard_index} is not below --num-shards {num_shards}", param_hint="--shard-index")
     options = ExtractOptions(
         batch_size=kwargs["batch_size"],
         max_batch_tokens=kwargs["max_batch_tokens"],
         chunk_size=kwargs["chunk_size"],
-        shard_index=kwargs["shard_index"],
-        num_shards=kwargs["num_shards"],
-        device=kwargs["device"],
+        shard_index=shard_index,
+        num_shards=num_shards,
+        device=device,
     )
-    cache = run_extract(run, config, options, resume=kwargs["resume"])
+    with disk_full_errors(f"python cli.py extract --run-dir {run.root}"):
+        cache = run_extract(run, config, options, resume=kwargs["resume"])
     for name in cache.splits():
         click.echo(f"{name}: {cache.split_size(name)} examples, complete={cache.is_complete(name)}")
 
@@ -196,7 +213,7 @@ def train_gates(run_dir: str, kinds: tuple[str, ...], max_drop: float, label_mod
     from replay.rundir import RunDir
 
     if not 0.0 <= max_drop < 100.0:
-        raise click.BadParameter(f"{max_drop} is outside [0, 100) accuracy points", param_hint="--max-drop")
+        raise ValueError(f"--max-drop {max_drop} is outside [0, 100) accuracy points; pass e.g. --max-drop 1 for a one-point budget")
     selected = list(GATE_KINDS) if "all" in kinds else list(kinds)
     params = {"shared": False} if per_exit else {}
     summaries = run_train_gates(RunDir(run_dir), selected, max_drop=max_drop / 100.0, label_mode=label_mode, seed=seed, params=params)
@@ -229,16 +246,17 @@ def simulate(run_dir: str, split: str) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Examples per batch.")
 @click.option("--max-batch-tokens", type=click.IntRange(min=1), default=None, help="Cap on padded tokens (examples x longest) per batch.")
 @click.option("--compare-full", is_flag=True, help="Also run full-depth inference on the same texts and print the measured wall-clock speedup.")
+@click.option("--empty", type=click.Choice(["skip", "error"]), default="skip", show_default=True, help="Empty or whitespace-only texts from --text/--input: skip them with a count, or stop with an error naming them.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cpu or cuda.")
 @handle_errors
-def infer(run_dir, input_path, texts, split, output, gate_name, batch_size, max_batch_tokens, compare_full, device) -> None:
+def infer(run_dir, input_path, texts, split, output, gate_name, batch_size, max_batch_tokens, compare_full, empty, device) -> None:
     """Classify texts with real early exit: each example's forward pass stops at its exit."""
     from replay.infer import InferOptions
     from replay.predict import prediction_rows, read_texts, run_infer
     from replay.rundir import RunDir
 
     if split is None:
-        texts = read_texts(input_path, list(texts))
+        texts = read_texts(input_path, list(texts), empty=empty)
     elif input_path or texts:
         raise click.BadParameter("give --split or --input/--text, not both")
     options = InferOptions(batch_size=batch_size, max_batch_tokens=max_batch_tokens)
@@ -267,6 +285,37 @@ def format_infer_report(report) -> str:
     if report.truncated:
         lines.append(f"{report.truncated} texts were truncated to the model's max length")
     return "\n".join(lines)
+
+
+@main.command()
+@click.option("--run-dir", default=DEFAULT_RUN_DIR, show_default=True, help="Run directory; its run.json, when present, fixes dataset, limit and seed.")
+@click.option("--model", default="minilm-l6", show_default=True, help="Encoder: minilm-l6 (offline), a hub id such as bert-base-uncased or roberta-base, or a local save_pretrained directory.")
+@click.option("--dataset", default=None, help="Dataset, as for the other commands (default: run.json's, else rt-critics).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Cap each split at this many examples (default: run.json's, else no cap).")
+@click.option("--seed", type=int, default=None, help="Seed of the data split and of training (default: run.json's, else 0).")
+@click.option("--text-column", default=None, help="Text column of a local data file (default: text).")
+@click.option("--label-column", default=None, help="Label column of a local data file (default: label).")
+@click.option("--eval-only", is_flag=True, help="Evaluate without training: this run's saved baselines/<model>/ if present, else --model as an already fine-tuned classifier.")
+@click.option("--label-map", default=None, help="With --eval-only, map checkpoint labels to dataset labels, e.g. NEGATIVE=rotten,POSITIVE=fresh.")
+@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True, help="Training epochs; validation accuracy picks the epoch that is kept.")
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=5e-5, show_default=True, help="Peak AdamW learning rate (linear warm-up, then linear decay).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Training and evaluation batch size in examples.")
+@click.option("--max-length", type=click.IntRange(min=2), default=64, show_default=True, help="Truncate texts to this many tokens.")
+@click.option("--latency-examples", type=click.IntRange(min=1), default=None, help="Test texts timed one at a time at batch size 1 (default: the whole test split).")
+@click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cpu or cuda.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub to run (off unless given).")
+@handle_errors
+def baseline(**kwargs) -> None:
+    """Fine-tune (or evaluate) a BERT-family encoder classifier on the run's splits and time it at batch sizes 1 and 32."""
+    from replay.baseline import BaselineConfig, run_baseline
+    from replay.rundir import RunDir
+
+    run = RunDir(kwargs.pop("run_dir"))
+    result = run_baseline(run, BaselineConfig(**kwargs))
+    click.echo(f"{result.model} on {result.dataset} {result.split_sizes}: test accuracy {result.test_accuracy:.4f}, validation accuracy {result.validation_accuracy:.4f}")
+    for timing in result.timings:
+        click.echo(f"  batch size {timing.batch_size:>2}: {timing.ms_per_example:.2f} ms per example, {timing.examples_per_second:.1f} examples/s, median batch {timing.median_batch_ms:.2f} ms ({timing.examples} texts)")
+    click.echo(f"wrote {result.output_path}")
 
 
 if __name__ == "__main__":

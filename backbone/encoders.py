@@ -176,6 +176,8 @@ def save_encoder_classifier(encoder: EncoderClassifier, directory: Path, metadat
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
+        # mkdtemp creates the directory readable by its owner only; a checkpoint is meant to be shared.
+        staging.chmod(0o755)
         encoder.model.save_pretrained(staging)
         encoder.tokenizer.save_pretrained(staging)
         if metadata is not None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checkpoint import CheckpointState, check_settings, has_checkpoint, load_checkpoint, load_weights, read_state, save_checkpoint
 from .heads import ExitHeads
 from .loading import Backbone
 from .runner import LayerRunner, encode
@@ -86,11 +88,16 @@ def train_jointly(
     val_texts: list[str],
     val_labels: np.ndarray,
     config: JointTrainingConfig,
+    *,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> JointTrainingResult:
     """Fine-tune backbone and heads together; keep the epoch with the best mean validation accuracy.
 
     The loss is the weighted sum of per-exit cross-entropies. Only validation
-    chooses the epoch; the test split is never seen here.
+    chooses the epoch; the test split is never seen here. With `checkpoint_dir`,
+    every finished epoch is saved there, and `resume=True` continues after the
+    last saved epoch with the saved optimizer and RNG state.
     """
     weights = config.exit_weights or default_exit_weights(heads.exits)
     if len(weights) != len(heads.exits):
@@ -113,8 +120,24 @@ def train_jointly(
     lengths = [len(t) for t in train_texts]
     best = (-1.0, 0, None, None)
     history = []
+    settings = training_settings(backbone, heads, config, len(train_texts), weights)
+    start_epoch = 0
+    if checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
+        if not resume:
+            done = read_state(checkpoint_dir).epochs_done
+            raise RuntimeError(
+                f"{checkpoint_dir} holds a checkpoint after epoch {done}; pass --resume to continue from it, "
+                f"or delete {checkpoint_dir} to train from the start"
+            )
+        state = load_checkpoint(checkpoint_dir, backbone.model, heads, optimizer)
+        check_settings(checkpoint_dir, state, settings)
+        generator.bit_generator.state = state.shuffle_rng
+        start_epoch, history = state.epochs_done, state.history
+        # The best epoch's weights stay on disk in best/ until training ends.
+        best = (state.best_mean, state.best_epoch, None, None)
+        logger.info("resuming joint training from %s after epoch %d", checkpoint_dir, start_epoch)
 
-    for epoch in range(config.epochs):
+    for epoch in range(start_epoch, config.epochs):
         backbone.model.train()
         heads.train()
         batches = length_batches(lengths, config.batch_size, generator)
@@ -130,12 +153,35 @@ def train_jointly(
         history.append(accuracy)
         mean = float(np.mean(accuracy))
         logger.info("epoch %d validation accuracy per exit %s (mean %.4f)", epoch + 1, " ".join(f"{a:.3f}" for a in accuracy), mean)
-        if mean > best[0]:
+        improved = mean > best[0]
+        if improved:
             best = (mean, epoch, copy.deepcopy(backbone.model.state_dict()), copy.deepcopy(heads.state_dict()))
+        if checkpoint_dir is not None:
+            state = CheckpointState(epoch + 1, best[1], best[0], history, generator.bit_generator.state, settings)
+            save_checkpoint(checkpoint_dir, backbone.model, heads, optimizer, state, improved=improved)
 
     _, best_epoch, model_state, head_state = best
-    backbone.model.load_state_dict(model_state)
-    heads.load_state_dict(head_state)
+    if model_state is None:
+        load_weights(Path(checkpoint_dir) / "best", backbone.model, heads)
+    else:
+        backbone.model.load_state_dict(model_state)
+        heads.load_state_dict(head_state)
     backbone.model.eval()
     heads.eval()
     return JointTrainingResult(history[best_epoch], best_epoch, history)
+
+
+def training_settings(backbone: Backbone, heads: ExitHeads, config: JointTrainingConfig, train_examples: int, weights: list[float]) -> dict:
+    """Settings a checkpoint must share with the training that resumes it (epochs may differ)."""
+    return {
+        "model_fingerprint": backbone.fingerprint,
+        "exits": list(heads.exits),
+        "num_classes": heads.num_classes,
+        "train_examples": train_examples,
+        "lr": config.lr,
+        "head_lr": config.head_lr,
+        "weight_decay": config.weight_decay,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "exit_weights": [float(w) for w in weights],
+    }

@@ -67,6 +67,13 @@ def pooled_exits(runner: LayerRunner, texts: list[str], exits: list[int]) -> tup
     return torch.stack(pooled, dim=1), encoded.lengths, encoded.truncated
 
 
+def prepare_split(cache, split: str, texts: list[str], backbone: Backbone, *, chunk_size: int = 256, sort_by_length: bool = True) -> np.ndarray:
+    """Create a split's arrays (or check the existing ones) and return its row order."""
+    order = length_order(backbone, texts) if sort_by_length else np.arange(len(texts), dtype=np.int64)
+    cache.create_split(split, len(texts), len(cache.meta.label_names), chunk_size=chunk_size, order=order)
+    return order
+
+
 def extract_split(
     cache,
     split: str,
@@ -87,8 +94,7 @@ def extract_split(
     `sort_by_length=False` keeps the split's own order, which pads more; it exists
     so benchmarks can measure what bucketing saves.
     """
-    order = length_order(backbone, texts) if sort_by_length else np.arange(len(texts), dtype=np.int64)
-    cache.create_split(split, len(texts), len(cache.meta.label_names), chunk_size=chunk_size, order=order)
+    order = prepare_split(cache, split, texts, backbone, chunk_size=chunk_size, sort_by_length=sort_by_length)
     pending = cache.pending_chunks(split, shard_index=shard_index, num_shards=num_shards)
     runner = LayerRunner(backbone)
     sorted_labels = np.asarray(labels, dtype=np.int64)[order]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,12 +231,14 @@ class Gate:
         arrays = {}
         if "weights" in payload:
             weights = payload["weights"]
-            arrays = io.read_arrays(directory / weights["file"], weights["sha256"])
+            arrays = io.read_arrays(io.companion_path(directory, weights.get("file"), directory / f"{name}.json"), weights["sha256"])
         self.exits_ = check_exits(payload["exits"], payload["num_layers"])
         self.num_layers_ = int(payload["num_layers"])
         self.num_classes_ = int(payload["num_classes"])
         self.label_mode_ = check_label_mode(payload["label_mode"])
         threshold = io.decode_float(payload.get("threshold"))
+        if threshold is not None and math.isnan(threshold):
+            raise ValueError(f"gate file {str(directory / (name + '.json'))!r} has threshold NaN; calibrate it again with `train-gates`")
         if threshold is not None:
             self.threshold_ = threshold
         self.meta_ = dict(payload.get("meta", {}))

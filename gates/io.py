@@ -25,6 +25,20 @@ def split_gate_path(path: str | os.PathLike) -> tuple[Path, str]:
     return path.parent, path.stem
 
 
+def companion_path(directory: Path, file_name, gate_json: Path) -> Path:
+    """Return `directory / file_name` for a file named in gate JSON, which must sit next to it.
+
+    A name with a directory part or ".." would let an edited gate JSON read files
+    outside the gate directory, so it raises ValueError.
+    """
+    if not isinstance(file_name, str) or file_name in ("", ".", "..") or Path(file_name).name != file_name or "\\" in file_name:
+        raise ValueError(
+            f"gate file {str(gate_json)!r} names the companion file {file_name!r}, which is not a plain file name "
+            "in the gate's directory; save the gate again"
+        )
+    return directory / file_name
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` on a temporary file next to `path`, then rename it into place.
 

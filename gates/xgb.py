@@ -18,7 +18,7 @@ class XGBoostGate(LearnedGate):
     kind = "xgboost"
 
     def __init__(self, n_components: int = 8, n_estimators: int = 200, max_depth: int = 4,
-                 learning_rate: float = 0.1, n_jobs: int = 2):
+                 learning_rate: float = 0.1, n_jobs: int = 1):
         super().__init__(n_components)
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -68,7 +68,7 @@ class XGBoostGate(LearnedGate):
         entry = config.get("xgboost_model")
         if entry is None:
             raise ValueError("the xgboost gate JSON lacks its xgboost_model entry. Save the gate again")
-        path = directory / entry["file"]
+        path = io.companion_path(directory, entry.get("file"), directory / f"{name}.json")
         io.check_sha256(path, entry["sha256"])
         self.model_ = xgboost.XGBClassifier(n_jobs=self.n_jobs)
         self.model_.load_model(str(path))

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from features import FeatureCache
 from gates import GATE_KINDS, LABEL_MODES, train_gate
 
+from .checks import check_run_heads_match_cache
 from .rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ def run_train_gates(run: RunDir, kinds: list[str], *, max_drop: float = 0.01, la
     config = run.load_config()
     cache = FeatureCache.open(run.require(run.cache_path(config.cache_format), "extract"))
     validation = cache.read("validation")
+    check_run_heads_match_cache(run, cache, validation, "validation")
     meta = cache.meta
     summaries = []
     for kind in kinds:

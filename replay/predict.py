@@ -17,6 +17,7 @@ from gates import exits_from_scores, load_gate
 
 from .infer import InferOptions, Predictions, run_early_exit, run_full_depth, warm_up
 from .prepare import load_data, load_run_backbone
+from .checks import check_gate_matches_heads, check_heads_match_model
 from .rundir import RunDir
 from .simulate import check_gate_matches
 
@@ -44,8 +45,12 @@ class InferReport:
     extra: dict = field(default_factory=dict)
 
 
-def read_texts(input_path: str | None, texts: list[str]) -> list[str]:
-    """Collect texts from --text values and an --input file ('-' reads stdin), one text per line."""
+def read_texts(input_path: str | None, texts: list[str], *, empty: str = "skip") -> list[str]:
+    """Collect texts from --text values and an --input file ('-' reads stdin), one text per line.
+
+    Empty or whitespace-only texts are dropped with a warning (`empty="skip"`)
+    or raise ValueError naming them (`empty="error"`).
+    """
     collected = list(texts)
     if input_path is not None:
         if input_path == "-":
@@ -63,6 +68,12 @@ def read_texts(input_path: str | None, texts: list[str]) -> list[str]:
             raise ValueError(f"{source} is not UTF-8 (byte {error.start}); convert it, e.g. `iconv -t utf-8`") from None
         collected.extend(lines)
     kept = [t for t in collected if t.strip()]
+    if empty == "error" and len(kept) < len(collected):
+        positions = [i + 1 for i, t in enumerate(collected) if not t.strip()]
+        raise ValueError(
+            f"{len(positions)} empty or whitespace-only texts (texts {positions[:5]}, counting --text values first, from 1); "
+            "remove them, or pass --empty skip to drop them"
+        )
     if len(kept) < len(collected):
         logger.warning("skipped %d empty lines", len(collected) - len(kept))
     if not kept:
@@ -74,15 +85,17 @@ def load_inference(run: RunDir, gate_name: str, device: str):
     config = run.load_config()
     backbone = load_run_backbone(run, config, device)
     heads = ExitHeads.from_pretrained(run.require(run.heads_dir, "finetune")).to(device)
+    check_heads_match_model(heads, run.heads_dir, backbone.fingerprint, backbone.model_id, run.root)
     gate = load_gate(run.require(run.gate_path(gate_name), f"train-gates --kind {gate_name}"))
+    check_gate_matches_heads(gate, run.gate_path(gate_name), heads, run.heads_dir)
     return config, backbone, heads, gate
 
 
 def simulated_exits(run: RunDir, config, gate, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Exit index and label that simulate gives each example of `split`, in split order."""
     cache = FeatureCache.open(run.require(run.cache_path(config.cache_format), "extract"))
-    check_gate_matches(gate, cache, "gate")
     features = cache.read(split)
+    check_gate_matches(gate, cache, "gate", features.heads_fingerprint)
     index = exits_from_scores(gate.scores(features.logits, features.hidden), gate.threshold_)
     labels = features.logits[np.arange(len(index)), index].argmax(-1)
     exit_by_example = np.empty(n, dtype=np.int64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from backbone.heads import ExitHeads, exits_every, validate_exits
 from backbone.loading import Backbone, load_backbone, weights_fingerprint
 from data import DatasetSplits, SPLIT_NAMES, default_verbalizers, format_prompt, load_splits
 from features import CacheMeta, FeatureCache
-from features.extract import extract_split, fill_logits
+from features.extract import extract_split, fill_logits, prepare_split
 
 from .costs import layer_matmul_flops
 from .rundir import RunConfig, RunDir
@@ -32,6 +33,7 @@ class ExtractOptions:
     shard_index: int = 0
     num_shards: int = 1
     device: str = "cpu"
+    shard_wait_s: float = 600.0
 
 
 def resolve_config(run: RunDir, requested: RunConfig, explicit: set[str]) -> RunConfig:
@@ -56,6 +58,7 @@ def load_data(config: RunConfig) -> DatasetSplits:
         seed=config.seed,
         text_column=config.text_column,
         label_column=config.label_column,
+        empty=config.empty,
     )
     if config.prompt is None:
         return splits
@@ -119,6 +122,21 @@ def extract_hidden(cache: FeatureCache, splits: DatasetSplits, backbone: Backbon
         )
 
 
+def wait_for_splits(path: Path, names, timeout_s: float) -> None:
+    """Wait until shard 0 has created the cache and every split in it (Zarr shards only)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists():
+            try:
+                with FeatureCache.open(path) as cache:
+                    if all(name in cache.splits() for name in names):
+                        return
+            except (ValueError, OSError, KeyError):
+                pass  # shard 0 is still creating the store
+        time.sleep(2.0)
+    raise TimeoutError(f"shard 0 did not create {path} with splits {list(names)} within {timeout_s:.0f} s; start shard 0 first")
+
+
 def run_extract(run: RunDir, config: RunConfig, options: ExtractOptions, *, resume: bool = False) -> FeatureCache:
     """Write the cache for every split; with frozen heads, reuse stored states and only add logits.
 
@@ -140,7 +158,14 @@ def run_extract(run: RunDir, config: RunConfig, options: ExtractOptions, *, resu
         if heads.exits != config.exits:
             raise ValueError(f"heads in {run.heads_dir} have exits {heads.exits}, the run has {config.exits}; rerun finetune")
 
+    cache_path = run.cache_path(config.cache_format)
+    if options.shard_index > 0:
+        wait_for_splits(cache_path, SPLIT_NAMES, options.shard_wait_s)
     cache = open_cache(run, config, backbone, splits)
+    if options.shard_index == 0:
+        # Shard 0 creates every split before any chunk is written, so other shards never create arrays.
+        for name in SPLIT_NAMES:
+            prepare_split(cache, name, splits.split(name).texts, backbone, chunk_size=options.chunk_size)
     missing = [name for name in SPLIT_NAMES if name not in cache.splits() or not cache.is_complete(name)]
     started = [name for name in missing if name in cache.splits() and len(cache.pending_chunks(name)) < cache.num_chunks(name)]
     if started and not resume and options.num_shards == 1:
@@ -161,8 +186,13 @@ def run_extract(run: RunDir, config: RunConfig, options: ExtractOptions, *, resu
     return cache
 
 
-def run_finetune(run: RunDir, config: RunConfig, options: ExtractOptions, training) -> dict:
-    """Train exit heads on the frozen backbone from the cache, or the whole model with heads."""
+def run_finetune(run: RunDir, config: RunConfig, options: ExtractOptions, training, *, resume: bool = False) -> dict:
+    """Train exit heads on the frozen backbone from the cache, or the whole model with heads.
+
+    Joint training saves a checkpoint after every epoch in `<run>/checkpoint`;
+    `resume=True` continues from it. Frozen-head training always continues an
+    interrupted extraction of train and validation.
+    """
     splits = load_data(config)
     # The model being fine-tuned is the configured one, not an earlier run's output.
     base_config = replace(config, train_backbone=False)
@@ -179,7 +209,11 @@ def run_finetune(run: RunDir, config: RunConfig, options: ExtractOptions, traini
     if config.train_backbone:
         from backbone.finetune import train_jointly
 
-        result = train_jointly(backbone, heads, splits.train.texts, splits.train.labels, splits.validation.texts, splits.validation.labels, training)
+        warn_truncated(backbone, splits, ("train", "validation"))
+        result = train_jointly(
+            backbone, heads, splits.train.texts, splits.train.labels, splits.validation.texts, splits.validation.labels, training,
+            checkpoint_dir=run.checkpoint_dir, resume=resume,
+        )
         save_model(backbone, run.model_dir)
         heads.meta["model_fingerprint"] = backbone.fingerprint
     else:
@@ -198,6 +232,15 @@ def run_finetune(run: RunDir, config: RunConfig, options: ExtractOptions, traini
     summary = {"exits": config.exits, "validation_accuracy": result.validation_accuracy, "best_epoch": result.best_epoch}
     logger.info("saved heads to %s", run.heads_dir)
     return summary
+
+
+def warn_truncated(backbone: Backbone, splits: DatasetSplits, names) -> None:
+    """Log a warning with the number of texts longer than the model's max length."""
+    for name in names:
+        ids = backbone.tokenizer(splits.split(name).texts, add_special_tokens=True, truncation=False)["input_ids"]
+        truncated = sum(len(seq) > backbone.max_length for seq in ids)
+        if truncated:
+            logger.warning("%s: %d texts were longer than %d tokens and were truncated", name, truncated, backbone.max_length)
 
 
 def save_model(backbone: Backbone, directory: Path) -> None:

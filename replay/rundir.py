@@ -23,6 +23,7 @@ class RunConfig:
     train_backbone: bool = False
     text_column: str | None = None
     label_column: str | None = None
+    empty: str = "skip"  # empty or whitespace-only texts: "skip" (drop, with a count) or "error"
     max_length: int = 256
     prompt: str | None = None
     zero_shot: bool = False
@@ -51,6 +52,10 @@ class RunDir:
         return self.root / "model"
 
     @property
+    def checkpoint_dir(self) -> Path:
+        return self.root / "checkpoint"
+
+    @property
     def gates_dir(self) -> Path:
         return self.root / "gates"
 
@@ -71,7 +76,9 @@ class RunDir:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"{self.config_path} has unknown settings {unknown}; it was written by another version of this tool")
-        return RunConfig(**raw)
+        config = RunConfig(**raw)
+        check_config_values(self.config_path, config)
+        return config
 
     def save_config(self, config: RunConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -82,6 +89,18 @@ class RunDir:
         if not path.exists():
             raise FileNotFoundError(f"{path} not found; run `python cli.py {command} --run-dir {self.root}` first")
         return path
+
+
+def check_config_values(path: Path, config: RunConfig) -> None:
+    """Reject run.json values that would pick unknown artifact names.
+
+    Artifact paths (cache, heads, model, gates) are fixed names inside the run
+    directory, so only these settings could steer them elsewhere.
+    """
+    if config.cache_format not in ("zarr", "hdf5"):
+        raise ValueError(f"{path}: cache_format {config.cache_format!r} is not one of zarr, hdf5; fix or delete {path}")
+    if config.empty not in ("skip", "error"):
+        raise ValueError(f"{path}: empty {config.empty!r} is not one of skip, error; fix or delete {path}")
 
 
 def write_json(path: Path, payload) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from features import FeatureCache, SplitFeatures
 from gates import exits_from_scores, load_gate, oracle_exits
 
+from .checks import check_run_heads_match_cache
 from .costs import ModelCost, estimated_flops, full_depth_flops
 from .rundir import RunDir, write_json
 
@@ -104,6 +106,7 @@ def run_simulate(run: RunDir, split: str = "test") -> dict:
     config = run.load_config()
     cache = FeatureCache.open(run.require(run.cache_path(config.cache_format), "extract"))
     features = cache.read(split)
+    check_run_heads_match_cache(run, cache, features, split)
     exits = cache.meta.exits
     cost = model_cost(cache)
 
@@ -123,7 +126,7 @@ def run_simulate(run: RunDir, split: str = "test") -> dict:
     curves = {}
     for name in names:
         gate = load_gate(run.gate_path(name))
-        check_gate_matches(gate, cache, run.gate_path(name))
+        check_gate_matches(gate, cache, run.gate_path(name), features.heads_fingerprint)
         scores = gate.scores(features.logits, features.hidden)
         index = exits_from_scores(scores, gate.threshold_)
         results.append(
@@ -146,13 +149,21 @@ def run_simulate(run: RunDir, split: str = "test") -> dict:
     return payload
 
 
-def check_gate_matches(gate, cache: FeatureCache, path) -> None:
-    """Reject a gate trained on another cache: its recorded fingerprints must match."""
+def check_gate_matches(gate, cache: FeatureCache, path, heads_fingerprint: str | None = None) -> None:
+    """Reject a gate trained on another cache: its recorded fingerprints must match.
+
+    `heads_fingerprint` is that of the split's logits being replayed; None skips that check.
+    """
     expected = {"model_fingerprint": cache.meta.model_fingerprint, "dataset_fingerprint": cache.meta.dataset_fingerprint, "exits": cache.meta.exits}
+    if heads_fingerprint is not None:
+        expected["heads_fingerprint"] = heads_fingerprint
     for key, value in expected.items():
         found = gate.meta_.get(key)
         if found is not None and found != value:
-            raise ValueError(f"gate {path} was trained on a cache with {key}={found!r}, but this cache has {value!r}; retrain it with `python cli.py train-gates`")
+            raise ValueError(
+                f"gate {path} was trained on a cache with {key}={found!r}, but {cache.path} has {key}={value!r}; "
+                f"retrain it with `python cli.py train-gates --run-dir {Path(cache.path).parent}`"
+            )
 
 
 def plot_pareto(path, payload: dict) -> None:

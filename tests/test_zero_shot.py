@@ -1,0 +1,77 @@
+"""Zero-shot early exit through the main pipeline: logit lens on verbalizer tokens."""
+
+import json
+
+import numpy as np
+import torch
+
+from backbone.heads import ExitHeads
+from backbone.loading import load_backbone
+from backbone.runner import LayerRunner, encode
+from features import FeatureCache
+from tests.conftest import invoke
+
+
+def test_zero_shot_pipeline(tmp_path, tiny_gpt2_dir, csv_dataset):
+    run = tmp_path / "zero-shot"
+    result = invoke(
+        "extract", "--run-dir", run, "--zero-shot", "--model", tiny_gpt2_dir, "--dataset", csv_dataset,
+        "--text-column", "review", "--label-column", "sentiment", "--exits", "2,4,5",
+        "--prompt", "Review: {text}\\nSentiment:", "--verbalizer", 'neg=" bad"', "--verbalizer", 'pos=" good, great"',
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "run.json").read_text())
+    assert config["zero_shot"] is True
+    assert config["prompt"] == "Review: {text}\nSentiment:"
+    assert config["verbalizers"] == {"neg": [" bad"], "pos": [" good", " great"]}
+
+    result = invoke("train-gates", "--run-dir", run, "--kind", "maxprob")
+    assert result.exit_code == 0, result.output
+    result = invoke("simulate", "--run-dir", run)
+    assert result.exit_code == 0, result.output
+    assert "maxprob" in result.output
+
+
+def test_zero_shot_logits_are_prompted_lm_logits(tmp_path, tiny_gpt2_dir, csv_dataset):
+    run = tmp_path / "zs"
+    result = invoke(
+        "extract", "--run-dir", run, "--zero-shot", "--model", tiny_gpt2_dir, "--dataset", csv_dataset,
+        "--text-column", "review", "--label-column", "sentiment", "--exits", "3,5", "--prompt", "Text: {text} Verdict:",
+        "--verbalizer", 'neg=" bad"', "--verbalizer", 'pos=" good"',
+    )
+    assert result.exit_code == 0, result.output
+    cache = FeatureCache.open(run / "cache.zarr")
+    assert cache.meta.logits_kind == "logit-lens"
+    test = cache.read("test")
+
+    # Recompute one example by hand: prompt, full forward, final norm at layer 3, LM-head rows of the verbalizers.
+    from replay.prepare import load_data
+    from replay.rundir import RunDir
+
+    texts = load_data(RunDir(run).load_config()).test.texts
+    row = 0
+    text = texts[test.order[row]]
+    assert text.startswith("Text: ") and text.endswith(" Verdict:")
+    backbone = load_backbone(str(tiny_gpt2_dir))
+    encoded = encode(backbone, [text])
+    with torch.no_grad():
+        states = backbone.model(input_ids=encoded.input_ids, output_hidden_states=True).hidden_states
+        layer3 = backbone.final_norm(states[3][0, -1])
+        vocab = backbone.model.lm_head(layer3)
+    bad = backbone.tokenizer(" bad", add_special_tokens=False)["input_ids"]
+    good = backbone.tokenizer(" good", add_special_tokens=False)["input_ids"]
+    expected = np.array([vocab[bad].mean().item(), vocab[good].mean().item()])
+    assert np.allclose(test.logits[row, 0], expected, atol=1e-4)
+
+    heads = ExitHeads.from_pretrained(run / "heads")
+    assert heads.meta["kind"] == "logit-lens"
+
+
+def test_unknown_verbalizer_label_rejected(tmp_path, tiny_gpt2_dir, csv_dataset):
+    result = invoke(
+        "extract", "--run-dir", tmp_path / "bad", "--zero-shot", "--model", tiny_gpt2_dir, "--dataset", csv_dataset,
+        "--text-column", "review", "--label-column", "sentiment", "--verbalizer", 'happy=" good"',
+    )
+    assert result.exit_code == 1
+    assert "happy" in result.output
+    assert "Traceback" not in result.output
