@@ -205,8 +205,17 @@ def extract(**kwargs) -> None:
 @click.option("--label", "label_mode", type=click.Choice(["agreement", "correct"]), default="agreement", show_default=True, help="Gate label: the exit agrees with the last exit, or the exit is correct.")
 @click.option("--per-exit", is_flag=True, help="MLP gate: one network per exit instead of one shared network.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of gate training.")
+@click.option(
+    "--calibration",
+    "calibration_method",
+    type=click.Choice(["empirical", "ltt"]),
+    default="empirical",
+    show_default=True,
+    help="Threshold choice: empirical (budget met on validation) or ltt (Learn-then-Test: the drop is certified with probability 1 - delta; fitted kinds train on half of validation).",
+)
+@click.option("--delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True, help="With --calibration ltt: allowed probability that the certified drop bound fails.")
 @handle_errors
-def train_gates(run_dir: str, kinds: tuple[str, ...], max_drop: float, label_mode: str, per_exit: bool, seed: int) -> None:
+def train_gates(run_dir: str, kinds: tuple[str, ...], max_drop: float, label_mode: str, per_exit: bool, seed: int, calibration_method: str, delta: float) -> None:
     """Train exit gates on the cache's validation split and calibrate their thresholds there."""
     from gates import GATE_KINDS
     from replay.gating import run_train_gates
@@ -216,10 +225,15 @@ def train_gates(run_dir: str, kinds: tuple[str, ...], max_drop: float, label_mod
         raise ValueError(f"--max-drop {max_drop} is outside [0, 100) accuracy points; pass e.g. --max-drop 1 for a one-point budget")
     selected = list(GATE_KINDS) if "all" in kinds else list(kinds)
     params = {"shared": False} if per_exit else {}
-    summaries = run_train_gates(RunDir(run_dir), selected, max_drop=max_drop / 100.0, label_mode=label_mode, seed=seed, params=params)
-    click.echo(f"{'gate':<10} {'threshold':>10} {'val accuracy':>12} {'val full':>9} {'val avg layer':>13} {'seconds':>8}")
+    summaries = run_train_gates(
+        RunDir(run_dir), selected, max_drop=max_drop / 100.0, label_mode=label_mode, seed=seed, params=params, method=calibration_method, delta=delta
+    )
+    click.echo(f"{'gate':<10} {'threshold':>10} {'val accuracy':>12} {'val full':>9} {'val avg layer':>13} {'certified drop':>14} {'seconds':>8}")
     for row in summaries:
-        click.echo(f"{row['kind']:<10} {row['threshold']:>10.4f} {row['accuracy']:>12.4f} {row['full_accuracy']:>9.4f} {row['mean_layers']:>13.2f} {row['seconds']:>8.1f}")
+        bound = "" if row.get("certified_bound") is None else f"{100 * row['certified_bound']:.2f} pts"
+        click.echo(
+            f"{row['kind']:<10} {row['threshold']:>10.4f} {row['accuracy']:>12.4f} {row['full_accuracy']:>9.4f} {row['mean_layers']:>13.2f} {bound:>14} {row['seconds']:>8.1f}"
+        )
 
 
 @main.command()
@@ -316,6 +330,18 @@ def baseline(**kwargs) -> None:
     for timing in result.timings:
         click.echo(f"  batch size {timing.batch_size:>2}: {timing.ms_per_example:.2f} ms per example, {timing.examples_per_second:.1f} examples/s, median batch {timing.median_batch_ms:.2f} ms ({timing.examples} texts)")
     click.echo(f"wrote {result.output_path}")
+
+
+@main.command()
+@click.option("--run-dir", default=DEFAULT_RUN_DIR, show_default=True, help="Run directory to summarise.")
+@handle_errors
+def report(run_dir: str) -> None:
+    """Write report.md with tables and PNG plots of every stage that has run in --run-dir."""
+    from replay.report import write_report
+    from replay.rundir import RunDir
+
+    path = write_report(RunDir(run_dir))
+    click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":

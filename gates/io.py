@@ -14,7 +14,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 GATE_FORMAT = "early-exit-gate"
-GATE_FORMAT_VERSION = 1
+GATE_FORMAT_VERSION = 2  # 2: trajectory features
 
 
 def split_gate_path(path: str | os.PathLike) -> tuple[Path, str]:

@@ -47,14 +47,15 @@ class LearnedGate(Gate):
 
     learned = True
 
-    def __init__(self, n_components: int = 8):
+    def __init__(self, n_components: int = 8, trajectory: bool = False):
         self.n_components = n_components
+        self.trajectory = trajectory
 
     def _param_dict(self) -> dict:
-        return {"n_components": self.n_components}
+        return {"n_components": self.n_components, "trajectory": self.trajectory}
 
     def _fit(self, cache: CacheArrays, label_mode: str, seed: int) -> None:
-        self.featurizer_ = GateFeaturizer(self.n_components).fit(
+        self.featurizer_ = GateFeaturizer(self.n_components, self.trajectory).fit(
             cache.hidden, exits=cache.exits, num_layers=cache.num_layers, num_classes=cache.num_classes
         )
         rows = self._training_rows(cache, label_mode)

@@ -14,8 +14,8 @@ class LogisticGate(LearnedGate):
 
     kind = "logistic"
 
-    def __init__(self, n_components: int = 8, C: float = 1.0, max_iter: int = 1000):
-        super().__init__(n_components)
+    def __init__(self, n_components: int = 8, trajectory: bool = False, C: float = 1.0, max_iter: int = 1000):
+        super().__init__(n_components, trajectory)
         self.C = C
         self.max_iter = max_iter
 

@@ -11,7 +11,7 @@ aggressive rejected threshold has R(t) <= max_drop (Angelopoulos, Bates,
 Candes, Jordan and Lei, "Learn then Test", 2021, fixed-sequence procedure).
 
 The guarantee holds for calibration data exchangeable with the data the gate
-later sees, and only when the scores were not fitted on the calibration rows.
+is later applied to, and only when the scores were not fitted on the calibration rows.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def binomial_p_value(loss_count: np.ndarray, num_examples: int, max_risk: float)
     so tighter than Hoeffding-Bentkus, when the loss only takes the values 0 and 1.
     """
     if max_risk <= 0.0:
-        # H: R > 0 can only be rejected by a risk that is exactly zero, which no finite sample shows.
+        # With max_risk = 0 no finite sample can reject H: R > 0, so every p-value is 1.
         return np.ones(np.shape(loss_count))
     return binom.cdf(np.asarray(loss_count), num_examples, max_risk)
 
@@ -80,8 +80,9 @@ def binomial_p_value(loss_count: np.ndarray, num_examples: int, max_risk: float)
 def fixed_sequence_test(p_values_in_order: np.ndarray, delta: float) -> FixedSequenceResult:
     """Reject hypotheses in the given order while p <= delta; return the last rejected index.
 
-    The first hypothesis (index 0) must be the one known to hold (run every
-    example to full depth, zero loss), so the result is never empty.
+    Index 0 must be a hypothesis known to be false, such as threshold infinity
+    (every example runs to full depth, so the loss is zero), so that the result
+    is always a certified candidate.
     """
     p_values = np.asarray(p_values_in_order, dtype=np.float64)
     failed = np.flatnonzero(p_values > delta)

@@ -44,6 +44,7 @@ class MLPGate(LearnedGate):
     def __init__(
         self,
         n_components: int = 8,
+        trajectory: bool = False,
         shared: bool = True,
         hidden_size: int = 64,
         dropout: float = 0.1,
@@ -54,7 +55,7 @@ class MLPGate(LearnedGate):
         patience: int = 20,
         held_out_fraction: float = 0.1,
     ):
-        super().__init__(n_components)
+        super().__init__(n_components, trajectory)
         self.shared = shared
         self.hidden_size = hidden_size
         self.dropout = dropout

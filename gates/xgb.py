@@ -17,9 +17,9 @@ class XGBoostGate(LearnedGate):
 
     kind = "xgboost"
 
-    def __init__(self, n_components: int = 8, n_estimators: int = 200, max_depth: int = 4,
+    def __init__(self, n_components: int = 8, trajectory: bool = False, n_estimators: int = 200, max_depth: int = 4,
                  learning_rate: float = 0.1, n_jobs: int = 1):
-        super().__init__(n_components)
+        super().__init__(n_components, trajectory)
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate

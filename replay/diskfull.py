@@ -1,4 +1,4 @@
-"""Turn a full disk during a resumable stage into one message that says how to continue."""
+"""Turn a full disk during a resumable stage into one message with the command that continues it."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def find_disk_full_error(error: BaseException) -> OSError | None:
 
 @contextlib.contextmanager
 def disk_full_errors(command: str):
-    """Re-raise a disk-full OSError as one line naming the file and the `--resume` command."""
+    """Re-raise a disk-full OSError as one line with the file (when known) and the `--resume` command."""
     try:
         yield
     except Exception as error:
@@ -40,6 +40,6 @@ def disk_full_errors(command: str):
         where = f" writing {found.filename}" if found.filename else ""
         raise DiskFullError(
             found.errno,
-            f"disk full{where} ({found.strerror or errno.errorcode.get(found.errno)}); everything written before "
-            f"is kept. Free disk space, then run `{command} --resume` to continue from the last complete chunk",
+            f"disk full{where} ({found.strerror or errno.errorcode.get(found.errno)}); the chunks finished before "
+            f"are kept. Free disk space, then run `{command} --resume` to continue from the last complete chunk",
         ) from error

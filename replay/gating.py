@@ -15,7 +15,7 @@ from .rundir import RunDir
 logger = logging.getLogger(__name__)
 
 
-def run_train_gates(run: RunDir, kinds: list[str], *, max_drop: float = 0.01, label_mode: str = "agreement", seed: int = 0, params: dict | None = None) -> list[dict]:
+def run_train_gates(run: RunDir, kinds: list[str], *, max_drop: float = 0.01, label_mode: str = "agreement", seed: int = 0, params: dict | None = None, method: str = "empirical", delta: float = 0.1) -> list[dict]:
     """Train each gate kind on validation and save it as `gates/<kind>.json` in the run directory."""
     unknown = [k for k in kinds if k not in GATE_KINDS]
     if unknown:
@@ -43,6 +43,8 @@ def run_train_gates(run: RunDir, kinds: list[str], *, max_drop: float = 0.01, la
             max_drop=max_drop,
             label_mode=label_mode,
             seed=seed,
+            method=method,
+            delta=delta,
             **(params or {}),
         )
         gate.meta_ = {

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from gates import exits_from_scores, load_gate
 from .infer import InferOptions, Predictions, run_early_exit, run_full_depth, warm_up
 from .prepare import load_data, load_run_backbone
 from .checks import check_gate_matches_heads, check_heads_match_model
-from .rundir import RunDir
+from .rundir import RunDir, write_json
 from .simulate import check_gate_matches
 
 logger = logging.getLogger(__name__)
@@ -154,6 +154,10 @@ def run_infer(
 
     if output is not None:
         write_jsonl(Path(output), predictions, label_names)
+    if split is not None or compare_full:
+        # The report command reads the latest measured figures from here.
+        report.extra = {"split": split, "batch_size": options.batch_size, "schedule": options.schedule, "device": device}
+        write_json(run.root / "infer.json", asdict(report))
     return report, predictions, label_names
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from backbone.heads import ExitHeads, exits_every, validate_exits
 from backbone.loading import Backbone, load_backbone, weights_fingerprint
@@ -199,6 +200,8 @@ def run_finetune(run: RunDir, config: RunConfig, options: ExtractOptions, traini
     backbone = load_run_backbone(run, base_config, options.device)
     config.exits = base_config.exits
     run.save_config(config)
+    # Seed the heads' initial weights, so a rerun (or a resumed run) trains the same heads.
+    torch.manual_seed(config.seed)
     heads = ExitHeads(
         config.exits,
         backbone.hidden_size,

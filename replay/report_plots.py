@@ -45,7 +45,7 @@ def plot_per_exit_accuracy(path: Path, exits: list[int], validation: list[float]
 
 
 def plot_exit_histograms(path: Path, histograms: dict[str, dict], exits: list[int]) -> None:
-    """One bar chart per policy: examples that exit at each exit layer."""
+    """Draw one bar chart per policy of the examples that exit at each exit layer."""
     plt = _pyplot()
     names = list(histograms) or ["(no policies)"]
     columns = min(3, len(names))

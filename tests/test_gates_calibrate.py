@@ -94,9 +94,9 @@ def test_train_gate_rejects_bad_kind_and_label_mode(cache):
 
 def test_calibrate_rejects_unknown_method(cache):
     scores = np.zeros(cache.logits.shape[:2])
-    with pytest.raises(ValueError, match="'ltt'"):
+    with pytest.raises(ValueError, match="'conformal'"):
         calibrate_scores(scores, cache.logits, cache.labels, exits=cache.exits, num_layers=cache.num_layers,
-                         method="ltt")
+                         method="conformal")
 
 
 def test_train_gate_calibrates_on_out_of_fold_scores(cache):

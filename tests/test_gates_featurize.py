@@ -23,9 +23,9 @@ def test_feature_columns_hand_built():
     logits = np.array([[[np.log(3.0), 0.0], [0.0, 0.0 + np.log(9.0)], [0.0, np.log(9.0)]]], dtype=np.float32)
     featurizer = GateFeaturizer(0).fit(None, exits=[2, 4, 8], num_layers=8, num_classes=2)
 
-    features = featurizer.transform(logits, None)  # (1, 3, K + 6)
+    features = featurizer.transform(logits, None)  # (1, 3, K + 6 + 7)
 
-    assert features.shape == (1, 3, 8)
+    assert features.shape == (1, 3, 15)
     np.testing.assert_allclose(features[0, 0, :2], [0.75, 0.25], rtol=1e-6)
     np.testing.assert_allclose(features[0, 0, 2:4], [0.75, 0.5], rtol=1e-6)  # max prob, margin
     entropy = -(0.75 * np.log(0.75) + 0.25 * np.log(0.25)) / np.log(2)
@@ -33,6 +33,21 @@ def test_feature_columns_hand_built():
     assert features[0, :, 5].tolist() == [0.0, 0.0, 1.0]  # argmax agrees with previous exit
     np.testing.assert_allclose(features[0, :, 6], [1 / 3, 1 / 3, 2 / 3])  # run length / E
     np.testing.assert_allclose(features[0, :, 7], [0.25, 0.5, 1.0])  # depth exits[e] / L
+
+    # Trajectory: max prob change, previous prob of argmax, running min and max of max prob,
+    # vote share, mean prob of argmax, argmax of mean probs agrees.
+    np.testing.assert_allclose(features[0, 0, 8:], [0.0, 0.75, 0.75, 0.75, 1.0, 0.75, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(features[0, 1, 8:], [0.15, 0.25, 0.75, 0.9, 0.5, 0.575, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(features[0, 2, 8:], [0.0, 0.9, 0.75, 0.9, 2 / 3, 2.05 / 3, 1.0], rtol=1e-6)
+
+
+def test_feature_columns_without_trajectory():
+    logits = np.array([[[np.log(3.0), 0.0], [0.0, np.log(9.0)]]], dtype=np.float32)
+    plain = GateFeaturizer(0, trajectory=False).fit(None, exits=[2, 8], num_layers=8, num_classes=2)
+    full = GateFeaturizer(0).fit(None, exits=[2, 8], num_layers=8, num_classes=2)
+
+    assert plain.num_features_ == 8
+    assert np.array_equal(plain.transform(logits, None), full.transform(logits, None)[..., :8])
 
 
 def test_pca_fitted_on_given_rows_only(cache):
@@ -66,7 +81,8 @@ def test_arrays_round_trip(cache):
     featurizer = fitted(cache, cache.hidden, n_components=3)
     restored = GateFeaturizer.from_arrays(featurizer.to_arrays())
 
-    assert restored.num_features_ == featurizer.num_features_ == 4 + 6 + 3
+    assert restored.num_features_ == featurizer.num_features_ == 4 + 6 + 7 + 3
+    assert restored.trajectory
     assert np.array_equal(restored.transform(cache.logits, cache.hidden), featurizer.transform(cache.logits, cache.hidden))
 
 

@@ -84,6 +84,21 @@ def test_learned_gate_last_exit_scores_one(kind, cache):
     assert np.all((scores[:, :-1] >= 0) & (scores[:, :-1] <= 1))
 
 
+@pytest.mark.parametrize("kind", LEARNED_KINDS)
+def test_trajectory_gate_subsets_and_reload(kind, cache, tmp_path):
+    gate = fit_gate(kind, cache, trajectory=True, **LIGHT_PARAMS.get(kind, {}))
+    scores = gate.scores(cache.logits, cache.hidden)
+    stepped = stepped_scores(gate, cache, np.random.default_rng(3))
+    gate.save(tmp_path / "gate.json")
+    loaded = load_gate(tmp_path / "gate.json")
+
+    ran = ~np.isnan(stepped)
+    assert gate.featurizer_.num_features_ == cache.logits.shape[2] + 6 + 7 + 8
+    assert np.array_equal(stepped[ran], scores[ran])
+    assert loaded.trajectory is True
+    assert np.array_equal(loaded.scores(cache.logits, cache.hidden), scores)
+
+
 def test_mlp_per_exit_save_load(cache, tmp_path):
     gate = fit_gate("mlp", cache, shared=False, epochs=30)
     gate.save(tmp_path / "per_exit.json")
