@@ -83,7 +83,7 @@ class ExitHeads(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         weights = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
-        tmp = directory / (WEIGHTS_NAME + ".tmp")
+        tmp = directory / f"{WEIGHTS_NAME}.{os.getpid()}.tmp"
         save_file(weights, str(tmp))
         os.replace(tmp, directory / WEIGHTS_NAME)
         config = dict(self.config(), fingerprint=self.fingerprint())
@@ -107,6 +107,7 @@ class ExitHeads(nn.Module):
 
 def write_json(path: Path, payload: dict) -> None:
     """Write JSON to a temporary name in the same directory, then rename it into place."""
-    tmp = path.with_name(path.name + ".tmp")
+    # A per-process temporary name, so concurrent shards never rename each other's file.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)

@@ -106,6 +106,7 @@ def check_config_values(path: Path, config: RunConfig) -> None:
 def write_json(path: Path, payload) -> None:
     """Write JSON to a temporary name in the same directory, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # A per-process temporary name, so concurrent shards never rename each other's file.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)

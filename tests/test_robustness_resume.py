@@ -30,7 +30,7 @@ def base_run(tmp_path_factory, tiny_gpt2_dir, csv_dataset) -> Path:
     result = invoke(
         "finetune", "--run-dir", run, "--model", tiny_gpt2_dir, "--dataset", csv_dataset,
         "--text-column", "review", "--label-column", "sentiment", "--exits", "1,3,5",
-        "--epochs", "2", "--limit", "16",
+        "--epochs", "2", "--limit", "40",
     )
     assert result.exit_code == 0, result.output
     return run
