@@ -44,11 +44,11 @@ def handle_errors(command):
 
 @click.group()
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True, help="Debug log output on stderr (default: info).")
 def main(debug: bool, verbose: int) -> None:
     """Adaptive-depth text classification on decoder language models."""
-    level = logging.WARNING - 10 * max(verbose, 1) if verbose else logging.INFO
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def run_options(command):
@@ -64,7 +64,7 @@ def run_options(command):
         click.option("--label-column", default=None, help="Label column of a local data file (default: label)."),
         click.option("--empty", type=click.Choice(["skip", "error"]), default=None, help="Empty or whitespace-only texts: skip them with a count, or stop with an error naming the rows (default skip)."),
         click.option("--max-length", type=click.IntRange(min=2), default=None, help="Truncate texts to this many tokens (default 256)."),
-        click.option("--seed", type=int, default=None, help="Seed of the data split and of training (default 0)."),
+        click.option("--seed", type=int, default=None, help="Seed of the data split, and of head training in finetune (default 0)."),
         click.option("--format", "cache_format", type=click.Choice(["zarr", "hdf5"]), default=None, help="Feature cache format (default zarr)."),
         click.option("--trust-remote-code", is_flag=True, default=None, help="Allow model code from the hub to run (off unless given)."),
         click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cpu or cuda."),
@@ -95,6 +95,11 @@ def build_config(run, kwargs: dict, **overrides):
         **overrides,
     }
     exits = parse_exits(kwargs.get("exits"))
+    if exits and (min(exits) < 1 or any(b <= a for a, b in zip(exits, exits[1:]))):
+        from backbone.heads import validate_exits
+
+        # Order and range are checked before the model loads; depth is checked once it has.
+        validate_exits(exits, max(exits))
     if exits is not None and kwargs.get("exit_every") is not None:
         raise click.BadParameter("give either --exits or --exit-every, not both")
     if exits is not None:
@@ -150,7 +155,7 @@ def finetune(**kwargs) -> None:
 @click.option("--prompt", default=None, help='Prompt template with {text}, e.g. "Review: {text}\\nSentiment:". Default: the raw text.')
 @click.option("--verbalizer", multiple=True, help='Verbalizer words of one label for --zero-shot, e.g. fresh=" fresh, good"; repeat per label.')
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Examples per forward batch.")
-@click.option("--max-batch-tokens", type=click.IntRange(min=1), default=None, help="Cap on padded tokens (examples x longest) per batch.")
+@click.option("--max-batch-tokens", type=click.IntRange(min=1), default=None, help="Cap on padded tokens (examples x longest) per batch; default: no cap, only --batch-size.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per cache chunk (the unit of resume and sharding).")
 @click.option("--shard-index", type=click.IntRange(min=0), default=0, show_default=True, help="This process's shard (0-based) when several processes fill one Zarr cache.")
 @click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True, help="Number of processes filling one Zarr cache.")
@@ -238,7 +243,7 @@ def train_gates(run_dir: str, kinds: tuple[str, ...], max_drop: float, label_mod
 
 @main.command()
 @click.option("--run-dir", default=DEFAULT_RUN_DIR, show_default=True, help="Run directory with a cache and trained gates.")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "validation", "test"]), help="Split to replay (report test; the others are for diagnosis).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "validation", "test"]), help="Split to replay. Report test; train and validation only help diagnose the gates.")
 @handle_errors
 def simulate(run_dir: str, split: str) -> None:
     """Replay every trained gate and the oracles over the cache: table, simulate.json, pareto.png."""
@@ -256,9 +261,9 @@ def simulate(run_dir: str, split: str) -> None:
 @click.option("--text", "texts", multiple=True, help="A text to classify; repeatable.")
 @click.option("--split", type=click.Choice(["train", "validation", "test"]), default=None, help="Classify a split of the run's dataset and report accuracy.")
 @click.option("--output", default=None, help="JSONL file for predictions (index, label, probability, exit_layer). Default: stdout.")
-@click.option("--gate", "gate_name", default="mlp", show_default=True, help="Which trained gate drives the exits.")
+@click.option("--gate", "gate_name", default="mlp", show_default=True, help="Which trained gate drives the exits: mlp, xgboost, logistic, maxprob, entropy, margin or patience.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Examples per batch.")
-@click.option("--max-batch-tokens", type=click.IntRange(min=1), default=None, help="Cap on padded tokens (examples x longest) per batch.")
+@click.option("--max-batch-tokens", type=click.IntRange(min=1), default=None, help="Cap on padded tokens (examples x longest) per batch; default: no cap, only --batch-size.")
 @click.option("--compare-full", is_flag=True, help="Also run full-depth inference on the same texts and print the measured wall-clock speedup.")
 @click.option("--empty", type=click.Choice(["skip", "error"]), default="skip", show_default=True, help="Empty or whitespace-only texts from --text/--input: skip them with a count, or stop with an error naming them.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cpu or cuda.")
@@ -296,6 +301,8 @@ def format_infer_report(report) -> str:
         full_acc = f", accuracy {report.full_depth_accuracy:.4f}" if report.full_depth_accuracy is not None else ""
         lines.append(f"full depth: {report.full_depth_seconds:.2f} s measured{full_acc}; same label on {100 * report.agreement_with_full:.2f}% of texts")
         lines.append(f"measured wall-clock speedup: {report.wall_clock_speedup:.2f}x (layer speedup {report.num_layers / report.average_exit_layer:.2f}x)")
+    if report.timing_warning:
+        lines.append(f"warning: {report.timing_warning}")
     if report.truncated:
         lines.append(f"{report.truncated} texts were truncated to the model's max length")
     return "\n".join(lines)

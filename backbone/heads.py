@@ -32,7 +32,7 @@ def validate_exits(exits: list[int], num_layers: int) -> list[int]:
 def exits_every(k: int, num_layers: int) -> list[int]:
     """Return exits every `k` layers, always including the last layer."""
     if not 1 <= k <= num_layers:
-        raise ValueError(f"--exit-every {k} is outside 1..{num_layers} for this model")
+        raise ValueError(f"--exit-every {k} is outside 1..{num_layers} for this model; pick a step of at most {num_layers} layers")
     exits = list(range(k, num_layers + 1, k))
     if exits[-1] != num_layers:
         exits.append(num_layers)

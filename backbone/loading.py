@@ -81,6 +81,28 @@ def resolve_embedded(model: str) -> tuple[Path, str] | None:
     return directory, filename
 
 
+def gguf_dequantize_config():
+    """Ask transformers to unpack GGUF weights into plain float tensors at load time.
+
+    Training and `save_pretrained` need plain weights; transformers 5.x can
+    otherwise keep GGUF blocks packed when a matmul kernel exists for the device.
+    """
+    from transformers import GgufConfig
+
+    return GgufConfig(dequantize=True)
+
+
+def detach_gguf_quantizer(model: nn.Module) -> None:
+    """Drop the GGUF quantizer from a dequantized model, so it saves as an ordinary float checkpoint."""
+    packed = [name for name, module in model.named_modules() if type(module).__name__.startswith("Gguf")]
+    if packed:
+        raise RuntimeError(f"GGUF weights are still packed in {packed[:3]}; load with GgufConfig(dequantize=True)")
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+
+
 def weights_fingerprint(model: nn.Module) -> str:
     """Hash every parameter and buffer by name, dtype, shape and bytes (SHA-256, first 16 hex digits)."""
     digest = hashlib.sha256()
@@ -120,11 +142,13 @@ def load_backbone(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"trust_remote_code": trust_remote_code}
+    model_kwargs = {}
     embedded = resolve_embedded(model)
     if embedded is not None:
         directory, gguf_file = embedded
         source = str(directory)
         kwargs["gguf_file"] = gguf_file
+        model_kwargs["quantization_config"] = gguf_dequantize_config()
     else:
         path = Path(model)
         if path.exists() and not (path / "config.json").is_file():
@@ -133,8 +157,10 @@ def load_backbone(
 
     logger.info("loading model %s", model)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs, **model_kwargs)
     family = detect_family(lm.config)
+    if embedded is not None:
+        detach_gguf_quantizer(lm)
     lm.to(device).eval()
 
     # Right padding with gather-by-length pooling keeps positions equal across batches.

@@ -19,7 +19,7 @@ def run_train_gates(run: RunDir, kinds: list[str], *, max_drop: float = 0.01, la
     """Train each gate kind on validation and save it as `gates/<kind>.json` in the run directory."""
     unknown = [k for k in kinds if k not in GATE_KINDS]
     if unknown:
-        raise ValueError(f"unknown gate kind {unknown}; choose from {', '.join(GATE_KINDS)}")
+        raise ValueError(f"unknown gate kind {', '.join(unknown)}; choose from {', '.join(GATE_KINDS)}, or all")
     if label_mode not in LABEL_MODES:
         raise ValueError(f"--label {label_mode!r} is not one of {', '.join(LABEL_MODES)}")
     if not 0.0 <= max_drop < 1.0:

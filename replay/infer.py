@@ -145,6 +145,43 @@ def run_full_depth(backbone: Backbone, heads: ExitHeads, texts: list[str], optio
     return to_predictions(logits, exit_index, heads.exits, truncated), timing
 
 
+def merge_predictions(parts: list[tuple[np.ndarray, Predictions]], n: int) -> Predictions:
+    """Scatter the predictions of disjoint blocks `(input positions, predictions)` back into one input-ordered result."""
+    labels = np.zeros(n, dtype=np.int64)
+    probabilities = np.zeros(n, dtype=np.float32)
+    exit_index = np.zeros(n, dtype=np.int64)
+    exit_layer = np.zeros(n, dtype=np.int64)
+    for ids, part in parts:
+        labels[ids], probabilities[ids] = part.labels, part.probabilities
+        exit_index[ids], exit_layer[ids] = part.exit_index, part.exit_layer
+    return Predictions(labels, probabilities, exit_index, exit_layer, sum(part.truncated for _, part in parts))
+
+
+def compare_in_blocks(backbone: Backbone, heads: ExitHeads, gate, texts: list[str], options: InferOptions, block_texts: int = 256):
+    """Time early exit and full depth block by block, alternating, on the same texts.
+
+    Alternating blocks of a few hundred texts puts both paths under the same
+    machine load, so a burst of other work slows both rather than one. Blocks
+    follow the length order, so each still batches texts of similar length.
+    Returns early-exit predictions and timing, then full-depth ones.
+    """
+    lengths = np.asarray(token_lengths(backbone, texts))
+    order = np.argsort(lengths, kind="stable") if options.sort_by_length else np.arange(len(texts))
+    early_parts, full_parts = [], []
+    early_seconds = full_seconds = 0.0
+    for start in range(0, len(texts), block_texts):
+        ids = order[start : start + block_texts]
+        block = [texts[i] for i in ids]
+        early, early_timing = run_early_exit(backbone, heads, gate, block, options)
+        full, full_timing = run_full_depth(backbone, heads, block, options)
+        early_parts.append((ids, early))
+        full_parts.append((ids, full))
+        early_seconds += early_timing.seconds
+        full_seconds += full_timing.seconds
+    n = len(texts)
+    return merge_predictions(early_parts, n), Timing(early_seconds, n), merge_predictions(full_parts, n), Timing(full_seconds, n)
+
+
 def warm_up(backbone: Backbone, heads: ExitHeads, gate, texts: list[str], options: InferOptions) -> None:
     """Run both paths once on a few texts, so one-time costs stay out of the timings."""
     sample = texts[: max(1, min(len(texts), options.batch_size))]

@@ -15,7 +15,7 @@ from backbone.heads import ExitHeads
 from features import FeatureCache
 from gates import exits_from_scores, load_gate
 
-from .infer import InferOptions, Predictions, run_early_exit, run_full_depth, warm_up
+from .infer import InferOptions, Predictions, compare_in_blocks, run_early_exit, warm_up
 from .prepare import load_data, load_run_backbone
 from .checks import check_gate_matches_heads, check_heads_match_model
 from .rundir import RunDir, write_json
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class InferReport:
-    """What `infer` measured; every speed figure here is measured wall-clock time."""
+    """Figures of one `infer` run; every speed figure here is measured wall-clock time."""
 
     examples: int
     gate: str
@@ -42,7 +42,22 @@ class InferReport:
     simulate_exit_agreement: float | None = None
     simulate_label_agreement: float | None = None
     truncated: int = 0
+    timing_warning: str | None = None
     extra: dict = field(default_factory=dict)
+
+
+def implausible_speedup(measured: float, layer_speedup: float) -> str | None:
+    """Flag a measured speedup far from the layer speedup, which points at other load on the machine."""
+    # Early exit saves layers and adds head and gate work, so on an idle machine the
+    # measured speedup stays near or a little under the layer speedup.
+    if 0.5 * layer_speedup <= measured <= 1.25 * layer_speedup:
+        return None
+    message = (
+        f"measured speedup {measured:.2f}x is far from the layer speedup {layer_speedup:.2f}x; other load on the "
+        f"machine probably disturbed the timing, so rerun on an idle machine or use bench/bench_infer.py --rounds 3"
+    )
+    logger.warning("%s", message)
+    return message
 
 
 def read_texts(input_path: str | None, texts: list[str], *, empty: str = "skip") -> list[str]:
@@ -83,10 +98,16 @@ def read_texts(input_path: str | None, texts: list[str], *, empty: str = "skip")
 
 def load_inference(run: RunDir, gate_name: str, device: str):
     config = run.load_config()
+    gate_path = run.gate_path(gate_name)
+    if not gate_path.is_file():
+        trained = sorted(p.stem for p in run.gates_dir.glob("*.json") if not p.name.endswith(".xgb.json")) if run.gates_dir.is_dir() else []
+        if trained:
+            raise FileNotFoundError(f"gate {gate_name!r} not found in {run.gates_dir}; trained gates: {', '.join(trained)}")
+        run.require(gate_path, "train-gates --kind mlp")
+    gate = load_gate(gate_path)
     backbone = load_run_backbone(run, config, device)
     heads = ExitHeads.from_pretrained(run.require(run.heads_dir, "finetune")).to(device)
     check_heads_match_model(heads, run.heads_dir, backbone.fingerprint, backbone.model_id, run.root)
-    gate = load_gate(run.require(run.gate_path(gate_name), f"train-gates --kind {gate_name}"))
     check_gate_matches_heads(gate, run.gate_path(gate_name), heads, run.heads_dir)
     return config, backbone, heads, gate
 
@@ -128,7 +149,9 @@ def run_infer(
 
     if compare_full:
         warm_up(backbone, heads, gate, texts, options)
-    predictions, timing = run_early_exit(backbone, heads, gate, texts, options)
+        predictions, timing, full, full_timing = compare_in_blocks(backbone, heads, gate, texts, options)
+    else:
+        predictions, timing = run_early_exit(backbone, heads, gate, texts, options)
     report = InferReport(
         examples=len(texts),
         gate=gate_name,
@@ -145,9 +168,9 @@ def run_infer(
         report.simulate_label_agreement = float((simulated_label == predictions.labels).mean())
 
     if compare_full:
-        full, full_timing = run_full_depth(backbone, heads, texts, options)
         report.full_depth_seconds = full_timing.seconds
         report.wall_clock_speedup = full_timing.seconds / timing.seconds
+        report.timing_warning = implausible_speedup(report.wall_clock_speedup, backbone.num_layers / report.average_exit_layer)
         report.agreement_with_full = float((full.labels == predictions.labels).mean())
         if gold is not None:
             report.full_depth_accuracy = float((full.labels == gold).mean())

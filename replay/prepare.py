@@ -40,7 +40,7 @@ class ExtractOptions:
 def resolve_config(run: RunDir, requested: RunConfig, explicit: set[str]) -> RunConfig:
     """Merge options with the run's saved config; an explicit option that differs is an error."""
     if not run.config_path.is_file():
-        run.save_config(requested)
+        # The stage saves it once the model has validated the exits, so a typo leaves no run.json behind.
         return requested
     saved = run.load_config()
     for name in sorted(explicit):

@@ -298,6 +298,36 @@ def baselines_section(run: RunDir) -> Section:
     return section
 
 
+def comparison_section(run: RunDir, simulate: dict | None, infer: dict | None) -> Section:
+    """Build one table of every baseline and every early-exit operating point on the test split."""
+    section = Section("Comparison on the test split")
+    model = run.load_config().model if run.config_path.is_file() else "?"
+    rows = []
+    if infer is not None and infer.get("examples") and infer.get("extra", {}).get("split") == "test":
+        examples = infer["examples"]
+        rows.append([f"{model} + {infer.get('gate')} gate (infer)", format_number(infer.get("accuracy")), format_number(infer.get("average_exit_layer"), 2),
+                     format_number(1000 * infer["early_exit_seconds"] / examples, 2), format_number(infer.get("examples_per_second"), 1)])
+        if infer.get("full_depth_seconds"):
+            rows.append([f"{model} full depth (infer)", format_number(infer.get("full_depth_accuracy")), str(infer.get("num_layers", "-")),
+                         format_number(1000 * infer["full_depth_seconds"] / examples, 2), format_number(examples / infer["full_depth_seconds"], 1)])
+    if simulate is not None and simulate.get("split") == "test":
+        for row in simulate.get("policies", []):
+            rows.append([f"{model} {row['policy']} (simulated)", format_number(row.get("accuracy")), format_number(row.get("average_exit_layer"), 2), "-", "-"])
+    paths = sorted((run.root / "baselines").glob("*.json")) if (run.root / "baselines").is_dir() else []
+    for path in paths:
+        payload = read_json_file(path)
+        for baseline in baseline_rows(path, payload) if payload is not None else []:
+            name, accuracy, batch_size, ms, per_second = baseline
+            rows.append([f"{name} (encoder, batch size {batch_size})", accuracy, "all", ms, per_second])
+    if not rows:
+        section.lines.append("nothing to compare yet: run simulate, infer --split test and baseline first")
+        return section
+    section.lines.append("Wall-clock figures are measured; simulated rows have layer counts only.")
+    section.lines.append("")
+    section.lines += markdown_table(["model", "accuracy", "mean layers", "ms per example", "examples per second"], rows)
+    return section
+
+
 def write_report(run: RunDir) -> Path:
     """Write run_dir/report.md and its PNG plots from what the run's stages left; return the report path."""
     if not run.root.is_dir():
@@ -314,6 +344,7 @@ def write_report(run: RunDir) -> Path:
             calibration_section(run, cache),
             infer_section(run, infer),
             baselines_section(run),
+            comparison_section(run, simulate, infer),
         ]
     finally:
         if cache is not None:

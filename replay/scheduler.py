@@ -52,7 +52,7 @@ class RefillScheduler:
         self.pools = [Waiting(deque(), deque(), deque()) for _ in heads.exits]
 
     def batch_rows(self, lengths) -> int:
-        """How many of the next rows (with these token counts) fit one batch."""
+        """Count how many of the next rows (with these token counts) fit one batch."""
         rows, longest = 0, 0
         for length in lengths:
             longest = max(longest, int(length))

@@ -79,3 +79,22 @@ def test_conflicting_option_rejected(trained_run):
     result = invoke("extract", "--run-dir", trained_run, "--exits", "2,5")
     assert result.exit_code == 1
     assert "differs from" in result.output
+
+
+def test_bad_exits_leave_no_run_config(tmp_path, tiny_gpt2_dir, csv_dataset):
+    run = tmp_path / "typo"
+    args = ["--model", tiny_gpt2_dir, "--dataset", csv_dataset, "--text-column", "review", "--label-column", "sentiment"]
+    result = invoke("finetune", "--run-dir", run, *args, "--exits", "2,9")
+    assert result.exit_code == 1
+    assert "outside the model's layers 1..5" in result.output
+    assert not (run / "run.json").exists(), "a rejected setting must not be saved"
+
+    result = invoke("finetune", "--run-dir", run, *args, "--exits", "2,5", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+
+
+def test_unknown_gate_lists_trained_gates(trained_run):
+    result = invoke("infer", "--run-dir", trained_run, "--gate", "bogus", "--text", "good")
+    assert result.exit_code == 1
+    assert "gate 'bogus' not found" in result.output
+    assert "maxprob" in result.output

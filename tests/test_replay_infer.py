@@ -79,3 +79,27 @@ def test_unknown_schedule_rejected(run_dir):
     config, backbone, heads, gate = load_inference(run_dir, "mlp", "cpu")
     with pytest.raises(ValueError, match="schedule 'zigzag'"):
         run_early_exit(backbone, heads, gate, ["good"], InferOptions(schedule="zigzag"))
+
+
+def test_blocked_comparison_matches_plain_runs(run_dir):
+    from replay.infer import compare_in_blocks
+
+    config, backbone, heads, gate = load_inference(run_dir, "mlp", "cpu")
+    texts = load_data(config).test.texts
+    plain, _ = run_early_exit(backbone, heads, gate, texts, InferOptions(batch_size=8))
+    full_plain, _ = run_full_depth(backbone, heads, texts, InferOptions(batch_size=8))
+    early, early_timing, full, full_timing = compare_in_blocks(backbone, heads, gate, texts, InferOptions(batch_size=8), block_texts=10)
+    assert np.array_equal(early.exit_index, plain.exit_index)
+    assert np.array_equal(early.labels, plain.labels)
+    assert np.array_equal(full.labels, full_plain.labels)
+    assert early_timing.examples == full_timing.examples == len(texts)
+    assert early_timing.seconds > 0
+    assert full_timing.seconds > 0
+
+
+def test_implausible_speedup_flagged():
+    from replay.predict import implausible_speedup
+
+    assert implausible_speedup(2.3, 2.5) is None
+    assert "other load" in implausible_speedup(7.6, 2.5)
+    assert "other load" in implausible_speedup(0.6, 2.5)

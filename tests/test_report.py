@@ -133,3 +133,22 @@ def test_report_on_empty_run_dir(tmp_path):
 def test_report_missing_run_dir_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing-run"):
         write_report(RunDir(tmp_path / "missing-run"))
+
+
+def test_report_compares_baselines_and_exits(run_copy):
+    assert invoke("simulate", "--run-dir", run_copy).exit_code == 0
+    assert invoke("infer", "--run-dir", run_copy, "--split", "test", "--compare-full", "--output", run_copy / "p.jsonl").exit_code == 0
+    baselines = run_copy / "baselines"
+    baselines.mkdir()
+    (baselines / "minilm-l6.json").write_text(json.dumps({
+        "model": "minilm-l6", "test_accuracy": 0.8123, "timings": [{"batch_size": 32, "ms_per_example": 6.25, "examples_per_second": 160.0}],
+    }))
+
+    text = write_report(RunDir(run_copy)).read_text()
+
+    table = section(text, "Comparison on the test split")
+    lines = table.splitlines()
+    assert any("mlp gate (infer)" in line for line in lines)
+    assert any("full depth (infer)" in line for line in lines)
+    assert any("oracle (agreement) (simulated)" in line for line in lines)
+    assert "| minilm-l6 (encoder, batch size 32) | 0.8123 | all | 6.25 | 160.0 |" in table
