@@ -107,7 +107,7 @@ def train_jointly(
     runner = LayerRunner(backbone)
     device = backbone.device
     heads.to(device)
-    labels = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
+    labels = torch.tensor(np.asarray(train_labels), dtype=torch.long)  # a copy: cached label arrays are read-only
 
     optimizer = torch.optim.AdamW(
         [
