@@ -77,7 +77,7 @@ def evaluate_exits(runner: LayerRunner, heads: ExitHeads, texts: list[str], labe
     outputs = np.zeros((len(texts), len(heads.exits), heads.num_classes), dtype=np.float32)
     for rows in length_batches(lengths, batch_size, None):
         outputs[rows] = exit_logits(runner, heads, [texts[i] for i in rows], grad=False).cpu().numpy()
-    return exit_accuracy(torch.from_numpy(outputs), torch.from_numpy(np.asarray(labels)))
+    return exit_accuracy(torch.from_numpy(outputs), torch.tensor(np.asarray(labels), dtype=torch.long))
 
 
 def train_jointly(
