@@ -49,6 +49,8 @@ def main(debug: bool, verbose: int) -> None:
     """Adaptive-depth text classification on decoder language models."""
     level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # matplotlib logs every categorical axis at INFO; its warnings still show.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
 def run_options(command):
@@ -290,7 +292,7 @@ def infer(run_dir, input_path, texts, split, output, gate_name, batch_size, max_
 
 def format_infer_report(report) -> str:
     lines = [
-        f"{report.examples} texts, gate {report.gate}: average exit layer {report.average_exit_layer:.2f} of {report.num_layers}, "
+        f"texts: {report.examples}, gate {report.gate}: average exit layer {report.average_exit_layer:.2f} of {report.num_layers}, "
         f"{report.examples_per_second:.1f} examples/s ({report.early_exit_seconds:.2f} s measured)"
     ]
     if report.accuracy is not None:
@@ -304,7 +306,7 @@ def format_infer_report(report) -> str:
     if report.timing_warning:
         lines.append(f"warning: {report.timing_warning}")
     if report.truncated:
-        lines.append(f"{report.truncated} texts were truncated to the model's max length")
+        lines.append(f"texts truncated to the model's max length: {report.truncated}")
     return "\n".join(lines)
 
 

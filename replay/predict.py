@@ -92,7 +92,8 @@ def read_texts(input_path: str | None, texts: list[str], *, empty: str = "skip")
     if len(kept) < len(collected):
         logger.warning("skipped %d empty lines", len(collected) - len(kept))
     if not kept:
-        raise ValueError("no texts to classify; pass --text, --input FILE, or --split test")
+        source = f"--input {input_path} has no non-empty lines" if input_path is not None else "no texts to classify"
+        raise ValueError(f"{source}; pass --text, --input FILE with one text per line, or --split test")
     return kept
 
 

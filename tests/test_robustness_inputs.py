@@ -131,7 +131,7 @@ def test_infer_missing_input_file(trained_run, tmp_path):
 def test_long_text_truncated_with_warning(trained_run):
     result = invoke("infer", "--run-dir", trained_run, "--text", "good movie " * 200)
     assert result.exit_code == 0, result.output
-    assert "1 texts were truncated to the model's max length" in result.output
+    assert "texts truncated to the model's max length: 1" in result.output
 
 
 # ----- artifacts from other runs ----------------------------------------------
