@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from backbone.heads import ExitHeads
+from data import format_prompt
 from features import FeatureCache
 from gates import exits_from_scores, load_gate
 
@@ -146,6 +147,9 @@ def run_infer(
     if split is not None:
         data = load_data(config).split(split)
         texts, gold = data.texts, data.labels
+    elif config.prompt is not None:
+        # Heads and gates were fitted on prompted texts (load_data applies the prompt to splits).
+        texts = [format_prompt(config.prompt, text) for text in texts]
     label_names = heads.meta.get("label_names") or [str(k) for k in range(heads.num_classes)]
 
     if compare_full:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ class RefillScheduler:
             if segment is None:
                 break
             if segment == 0 and not self.pools[0].index:
-                take = self.batch_rows(lengths[i] for i in list(queue)[: self.batch_size])
+                take = self.batch_rows(lengths[i] for i in islice(queue, self.batch_size))
                 ids = [queue.popleft() for _ in range(take)]
                 encoded = encode(self.runner.backbone, [texts[i] for i in ids])
                 truncated += encoded.truncated
@@ -103,7 +104,7 @@ class RefillScheduler:
     def take_pool(self, segment: int):
         """Pop up to one batch of paused examples and pad them into a run state."""
         pool = self.pools[segment]
-        take = self.batch_rows(h.shape[0] for h in list(pool.hidden)[: self.batch_size])
+        take = self.batch_rows(h.shape[0] for h in islice(pool.hidden, self.batch_size))
         ids = [pool.index.popleft() for _ in range(take)]
         hidden = [pool.hidden.popleft() for _ in range(take)]
         gate_state = concat_states([pool.gate_state.popleft() for _ in range(take)])

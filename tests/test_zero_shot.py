@@ -75,3 +75,24 @@ def test_unknown_verbalizer_label_rejected(tmp_path, tiny_gpt2_dir, csv_dataset)
     assert result.exit_code == 1
     assert "happy" in result.output
     assert "Traceback" not in result.output
+
+
+def test_infer_applies_run_prompt(tmp_path, tiny_gpt2_dir, csv_dataset):
+    from replay.infer import InferOptions, run_early_exit
+    from replay.predict import load_inference, run_infer
+    from replay.rundir import RunDir
+
+    run = tmp_path / "prompted"
+    result = invoke(
+        "extract", "--run-dir", run, "--zero-shot", "--model", tiny_gpt2_dir, "--dataset", csv_dataset,
+        "--text-column", "review", "--label-column", "sentiment", "--exits", "3,5", "--prompt", "Text: {text} Verdict:",
+        "--verbalizer", 'neg=" bad"', "--verbalizer", 'pos=" good"',
+    )
+    assert result.exit_code == 0, result.output
+    assert invoke("train-gates", "--run-dir", run, "--kind", "maxprob").exit_code == 0
+
+    _, predictions, _ = run_infer(RunDir(run), texts=["good fun", "awful plot"], gate_name="maxprob")
+    _, backbone, heads, gate = load_inference(RunDir(run), "maxprob", "cpu")
+    prompted, _ = run_early_exit(backbone, heads, gate, ["Text: good fun Verdict:", "Text: awful plot Verdict:"], InferOptions())
+    assert np.allclose(predictions.probabilities, prompted.probabilities, atol=1e-6)
+    assert np.array_equal(predictions.exit_index, prompted.exit_index)
