@@ -15,7 +15,7 @@ from backbone.runner import LayerRunner, encode, token_lengths
 from features.extract import token_batches
 from gates import select_rows
 
-from .scheduler import RefillScheduler
+from .scheduler import RefillScheduler, exit_step
 from .timing import Timing, timed
 
 SCHEDULES = ("refill", "shrink")
@@ -65,14 +65,9 @@ def early_exit_batch(runner: LayerRunner, heads: ExitHeads, gate, texts: list[st
     gate_state = gate.init_state(B)
     out_logits = np.zeros((B, heads.num_classes), dtype=np.float32)
     out_exit = np.zeros(B, dtype=np.int64)
-    last = len(heads.exits) - 1
 
-    for e, layer in enumerate(heads.exits):
-        runner.advance(state, layer)
-        pooled = runner.pooled(state)  # (b, D)
-        logits = heads.forward_exit(e, pooled).float().cpu().numpy()  # (b, K)
-        scores, gate_state = gate.step(e, logits, pooled.float().cpu().numpy(), gate_state)
-        leaving = np.ones(len(alive), dtype=bool) if e == last else scores >= gate.threshold_
+    for e in range(len(heads.exits)):
+        logits, leaving, gate_state = exit_step(runner, heads, gate, state, e, gate_state)
         out_logits[alive[leaving]] = logits[leaving]
         out_exit[alive[leaving]] = e
         if leaving.all():

@@ -33,6 +33,24 @@ class Waiting:
     gate_state: deque  # gate state of each example, a dict of arrays with leading dim 1
 
 
+def exit_step(runner: LayerRunner, heads: ExitHeads, gate, state, exit_index: int, gate_state: dict):
+    """Run the layers up to one exit, then its head and gate on the running rows.
+
+    Returns `(B, K)` logits, a `(B,)` mask of rows that exit here (all rows at
+    the last exit) and the updated gate state. Both batch schedules call this,
+    so they take the same exit decisions.
+    """
+    runner.advance(state, heads.exits[exit_index])
+    pooled = runner.pooled(state)  # (B, D)
+    logits = heads.forward_exit(exit_index, pooled).float().cpu().numpy()  # (B, K)
+    scores, gate_state = gate.step(exit_index, logits, pooled.float().cpu().numpy(), gate_state)
+    if exit_index == len(heads.exits) - 1:
+        leaving = np.ones(len(logits), dtype=bool)
+    else:
+        leaving = scores >= gate.threshold_
+    return logits, leaving, gate_state
+
+
 def concat_states(states: list[dict]) -> dict:
     return {name: np.concatenate([s[name] for s in states]) for name in states[0]}
 
@@ -114,12 +132,8 @@ class RefillScheduler:
 
     def run_segment(self, segment: int, ids: np.ndarray, state, gate_state: dict, logits_out: np.ndarray, exit_out: np.ndarray) -> None:
         """Run one segment and its exit; record exits, pause the rest at the next segment."""
-        self.runner.advance(state, self.heads.exits[segment])
-        pooled = self.runner.pooled(state)  # (B, D)
-        logits = self.heads.forward_exit(segment, pooled).float().cpu().numpy()  # (B, K)
-        scores, gate_state = self.gate.step(segment, logits, pooled.float().cpu().numpy(), gate_state)
+        logits, leaving, gate_state = exit_step(self.runner, self.heads, self.gate, state, segment, gate_state)
         last = segment == len(self.heads.exits) - 1
-        leaving = np.ones(len(ids), dtype=bool) if last else scores >= self.gate.threshold_
         logits_out[ids[leaving]] = logits[leaving]
         exit_out[ids[leaving]] = segment
         self.progress.update(int(leaving.sum()))
