@@ -1,8 +1,8 @@
 """Benchmark `extract` against a plain `output_hidden_states` loop, and bucketing against shuffled order.
 
-Both sides run in one process on the same texts and the same batches, alternating
-rounds so drift in machine load hits both; the printed figures are ratios of
-median throughputs.
+Both sides run in one process on the same texts and the same batches. Rounds
+alternate, so drift in machine load hits both sides. The printed figures are
+ratios of median throughputs.
 
     python bench/bench_extract.py --texts 512 --rounds 3
 """
@@ -35,7 +35,7 @@ logger = logging.getLogger("bench_extract")
 
 
 def plain_loop(backbone, texts: list[str], exits: list[int], batch_size: int, sort: bool) -> float:
-    """A user's loop: HF forward with output_hidden_states over the same batches, pooling the last token."""
+    """Time a user's loop: HF forward with output_hidden_states over the same batches, pooling the last token."""
     lengths = np.asarray(token_lengths(backbone, texts))
     order = np.argsort(lengths, kind="stable") if sort else np.arange(len(texts))
     start = time.perf_counter()

@@ -1,7 +1,7 @@
 """Fill a feature cache by running a backbone over a split, chunk by chunk.
 
 Rows of a split are stored sorted by token length (`order` maps each cache row
-back to the split's example index), so every batch holds texts of similar
+back to the split's example index), so every batch contains texts of similar
 length and padding costs little. A chunk is written, then marked done, on a
 background thread while the next chunk runs, so the write is hidden behind
 compute; a killed run resumes from the first chunk not marked done.
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ExtractStats:
-    """What one split's extraction did."""
+    """Counts from one split's extraction."""
 
     split: str
     examples: int

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ExtractOptions:
-    """How `extract` runs the model."""
+    """Batching, sharding and device settings of `extract`."""
 
     batch_size: int = 32
     max_batch_tokens: int | None = None

@@ -177,7 +177,11 @@ def plot_pareto(path, payload: dict) -> None:
     for name, curve in payload["curves"].items():
         axes.plot([p["average_exit_layer"] for p in curve], [p["accuracy"] for p in curve], label=name, linewidth=1.2)
     for row in payload["policies"]:
-        marker = "*" if row["policy"].startswith("oracle") else ("s" if row["policy"] == "full depth" else "o")
+        marker = "o"
+        if row["policy"].startswith("oracle"):
+            marker = "*"
+        elif row["policy"] == "full depth":
+            marker = "s"
         axes.scatter(row["average_exit_layer"], row["accuracy"], marker=marker, s=50, zorder=3)
         axes.annotate(row["policy"], (row["average_exit_layer"], row["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     axes.set_xlabel("average exit layer")

@@ -115,7 +115,8 @@ def test_ltt_hand_built():
     assert binom.cdf(1, 100, 0.05) <= 0.1 < binom.cdf(2, 100, 0.05)
     assert result.threshold == pytest.approx(scores[4, 0])
     assert result.loss_rate == pytest.approx(0.01)
-    assert result.risk == "lost_correct" and result.delta == 0.1
+    assert result.risk == "lost_correct"
+    assert result.delta == 0.1
 
 
 def test_ltt_without_safe_threshold_keeps_full_depth():

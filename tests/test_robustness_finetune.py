@@ -35,7 +35,8 @@ def test_joint_resume_equals_uninterrupted(tmp_path, tiny_gpt2_dir, csv_dataset,
         assert (resumed / "checkpoint" / part / "model.safetensors").is_file()
         assert (resumed / "checkpoint" / part / "heads" / "model.safetensors").is_file()
     assert (resumed / "checkpoint" / "last" / "optimizer.safetensors").is_file()
-    assert not list((resumed / "checkpoint").rglob("*.bin")) and not list((resumed / "checkpoint").rglob("*.pt"))
+    assert not list((resumed / "checkpoint").rglob("*.bin"))
+    assert not list((resumed / "checkpoint").rglob("*.pt"))
 
     # A second run over an existing checkpoint must be asked for explicitly.
     result = joint_finetune(resumed, tiny_gpt2_dir, csv_dataset, 2)

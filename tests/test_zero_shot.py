@@ -12,11 +12,18 @@ from features import FeatureCache
 from tests.conftest import invoke
 
 
+def extract_zero_shot(run, model_dir, dataset, *options):
+    """Run `extract --zero-shot` on the tiny model and the CSV fixture with extra options."""
+    return invoke(
+        "extract", "--run-dir", run, "--zero-shot", "--model", model_dir, "--dataset", dataset,
+        "--text-column", "review", "--label-column", "sentiment", *options,
+    )
+
+
 def test_zero_shot_pipeline(tmp_path, tiny_gpt2_dir, csv_dataset):
     run = tmp_path / "zero-shot"
-    result = invoke(
-        "extract", "--run-dir", run, "--zero-shot", "--model", tiny_gpt2_dir, "--dataset", csv_dataset,
-        "--text-column", "review", "--label-column", "sentiment", "--exits", "2,4,5",
+    result = extract_zero_shot(
+        run, tiny_gpt2_dir, csv_dataset, "--exits", "2,4,5",
         "--prompt", "Review: {text}\\nSentiment:", "--verbalizer", 'neg=" bad"', "--verbalizer", 'pos=" good, great"',
     )
     assert result.exit_code == 0, result.output
@@ -34,9 +41,8 @@ def test_zero_shot_pipeline(tmp_path, tiny_gpt2_dir, csv_dataset):
 
 def test_zero_shot_logits_are_prompted_lm_logits(tmp_path, tiny_gpt2_dir, csv_dataset):
     run = tmp_path / "zs"
-    result = invoke(
-        "extract", "--run-dir", run, "--zero-shot", "--model", tiny_gpt2_dir, "--dataset", csv_dataset,
-        "--text-column", "review", "--label-column", "sentiment", "--exits", "3,5", "--prompt", "Text: {text} Verdict:",
+    result = extract_zero_shot(
+        run, tiny_gpt2_dir, csv_dataset, "--exits", "3,5", "--prompt", "Text: {text} Verdict:",
         "--verbalizer", 'neg=" bad"', "--verbalizer", 'pos=" good"',
     )
     assert result.exit_code == 0, result.output
@@ -51,7 +57,8 @@ def test_zero_shot_logits_are_prompted_lm_logits(tmp_path, tiny_gpt2_dir, csv_da
     texts = load_data(RunDir(run).load_config()).test.texts
     row = 0
     text = texts[test.order[row]]
-    assert text.startswith("Text: ") and text.endswith(" Verdict:")
+    assert text.startswith("Text: ")
+    assert text.endswith(" Verdict:")
     backbone = load_backbone(str(tiny_gpt2_dir))
     encoded = encode(backbone, [text])
     with torch.no_grad():
@@ -68,10 +75,7 @@ def test_zero_shot_logits_are_prompted_lm_logits(tmp_path, tiny_gpt2_dir, csv_da
 
 
 def test_unknown_verbalizer_label_rejected(tmp_path, tiny_gpt2_dir, csv_dataset):
-    result = invoke(
-        "extract", "--run-dir", tmp_path / "bad", "--zero-shot", "--model", tiny_gpt2_dir, "--dataset", csv_dataset,
-        "--text-column", "review", "--label-column", "sentiment", "--verbalizer", 'happy=" good"',
-    )
+    result = extract_zero_shot(tmp_path / "bad", tiny_gpt2_dir, csv_dataset, "--verbalizer", 'happy=" good"')
     assert result.exit_code == 1
     assert "happy" in result.output
     assert "Traceback" not in result.output
@@ -83,9 +87,8 @@ def test_infer_applies_run_prompt(tmp_path, tiny_gpt2_dir, csv_dataset):
     from replay.rundir import RunDir
 
     run = tmp_path / "prompted"
-    result = invoke(
-        "extract", "--run-dir", run, "--zero-shot", "--model", tiny_gpt2_dir, "--dataset", csv_dataset,
-        "--text-column", "review", "--label-column", "sentiment", "--exits", "3,5", "--prompt", "Text: {text} Verdict:",
+    result = extract_zero_shot(
+        run, tiny_gpt2_dir, csv_dataset, "--exits", "3,5", "--prompt", "Text: {text} Verdict:",
         "--verbalizer", 'neg=" bad"', "--verbalizer", 'pos=" good"',
     )
     assert result.exit_code == 0, result.output
