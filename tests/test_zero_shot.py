@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from backbone.heads import ExitHeads
@@ -39,13 +40,20 @@ def test_zero_shot_pipeline(tmp_path, tiny_gpt2_dir, csv_dataset):
     assert "maxprob" in result.output
 
 
-def test_zero_shot_logits_are_prompted_lm_logits(tmp_path, tiny_gpt2_dir, csv_dataset):
-    run = tmp_path / "zs"
+@pytest.fixture(scope="module")
+def prompted_run(tmp_path_factory, tiny_gpt2_dir, csv_dataset):
+    """A zero-shot run with a prompt and one verbalizer word per label."""
+    run = tmp_path_factory.mktemp("prompted")
     result = extract_zero_shot(
         run, tiny_gpt2_dir, csv_dataset, "--exits", "3,5", "--prompt", "Text: {text} Verdict:",
         "--verbalizer", 'neg=" bad"', "--verbalizer", 'pos=" good"',
     )
     assert result.exit_code == 0, result.output
+    return run
+
+
+def test_zero_shot_logits_are_prompted_lm_logits(prompted_run, tiny_gpt2_dir):
+    run = prompted_run
     cache = FeatureCache.open(run / "cache.zarr")
     assert cache.meta.logits_kind == "logit-lens"
     test = cache.read("test")
@@ -81,17 +89,12 @@ def test_unknown_verbalizer_label_rejected(tmp_path, tiny_gpt2_dir, csv_dataset)
     assert "Traceback" not in result.output
 
 
-def test_infer_applies_run_prompt(tmp_path, tiny_gpt2_dir, csv_dataset):
+def test_infer_applies_run_prompt(prompted_run):
     from replay.infer import InferOptions, run_early_exit
     from replay.predict import load_inference, run_infer
     from replay.rundir import RunDir
 
-    run = tmp_path / "prompted"
-    result = extract_zero_shot(
-        run, tiny_gpt2_dir, csv_dataset, "--exits", "3,5", "--prompt", "Text: {text} Verdict:",
-        "--verbalizer", 'neg=" bad"', "--verbalizer", 'pos=" good"',
-    )
-    assert result.exit_code == 0, result.output
+    run = prompted_run
     assert invoke("train-gates", "--run-dir", run, "--kind", "maxprob").exit_code == 0
 
     _, predictions, _ = run_infer(RunDir(run), texts=["good fun", "awful plot"], gate_name="maxprob")
